@@ -1,0 +1,225 @@
+"""Command line: the only reader of argv.
+
+Each command is a dataclass with a ``run()`` method; tyro turns the tree into
+subcommands and flags (field docstrings become ``--help`` text). Tests call
+``Command(...).run()`` in-process. A ``PrefrlError`` (bad input) is printed on one
+line as ``prefrl: error: ...`` with exit code 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+from prefrl.types import PrefrlError
+from prefrl.utils import set_torch_threads
+
+Positional = tyro.conf.Positional
+
+
+# ---- shared option groups ------------------------------------------------------------------
+@dataclass
+class RewardNetArgs:
+    kind: str = "mlp"
+    """Reward net kind: mlp, cnn, transformer."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths."""
+    dropout: float = 0.0
+    """Dropout after each hidden layer."""
+
+    def to_config(self):
+        from prefrl.reward.nets import RewardNetConfig
+
+        return RewardNetConfig(kind=self.kind, hidden=tuple(self.hidden), dropout=self.dropout)
+
+
+@dataclass
+class TrainArgs:
+    lr: float = 1e-3
+    """Adam learning rate."""
+    epochs: int = 30
+    """Maximum epochs per fit (early stopping on validation loss)."""
+    batch_size: int = 64
+    """Comparisons per minibatch."""
+    noise_eps: float = 0.1
+    """Label-noise probability in the Bradley-Terry model."""
+
+    def to_config(self):
+        from prefrl.reward.trainer import RewardTrainConfig
+
+        return RewardTrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, noise_eps=self.noise_eps)
+
+
+# ---- reward --------------------------------------------------------------------------------
+@dataclass
+class RewardFit:
+    """Fit a reward ensemble on a preference dataset (clips.npz + comparisons.jsonl)."""
+
+    dataset: Positional[Path]
+    """Dataset directory (shared/DESIGN.md format), e.g. the output of `prefrl prefs export`."""
+    out: Path
+    """Where to write the reward model (.pt, loads with weights_only=True)."""
+    members: int = 3
+    """Ensemble size."""
+    net: RewardNetArgs = field(default_factory=lambda: RewardNetArgs())
+    train: TrainArgs = field(default_factory=lambda: TrainArgs())
+    seed: int = 0
+    """Seed of bootstraps and initialisation."""
+
+    def run(self) -> dict:
+        import torch
+
+        from prefrl.preferences import load_dataset
+        from prefrl.reward.ensemble import RewardEnsemble
+        from prefrl.reward.trainer import RewardTrainer
+        from prefrl.utils import input_spec_from_clips
+
+        clips, comps, _ = load_dataset(self.dataset)
+        torch.manual_seed(self.seed)
+        ens = RewardEnsemble(input_spec_from_clips(clips), self.net.to_config(), self.members)
+        trainer = RewardTrainer(ens, self.train.to_config(), np.random.default_rng(self.seed))
+        metrics = trainer.fit(clips.model_inputs(), comps)
+        ens.update_normalisation(clips.model_inputs())
+        ens.save(self.out, extra={"dataset": str(self.dataset), "metrics": metrics})
+        _print_metrics(f"reward model -> {self.out}", metrics)
+        return metrics
+
+
+@dataclass
+class RewardScore:
+    """Predicted return of each clip in an .npz file (writes an (N,) float32 .npy)."""
+
+    model: Path
+    """Reward model written by `prefrl reward fit` or `prefrl train`."""
+    clips: Path
+    """An .npz with arrays `obs` (N, T, ...) and `acts` (N, T, ...)."""
+    out: Path
+    """Output .npy file."""
+
+    def run(self) -> np.ndarray:
+        from prefrl.reward.ensemble import RewardEnsemble
+        from prefrl.types import Clips
+
+        ens = RewardEnsemble.load(self.model)
+        clips = Clips.load_npz(self.clips)
+        ens.check_inputs(clips.model_inputs(), str(self.clips))
+        rets = ens.predict_clip_returns(clips.model_inputs()).mean(axis=1)
+        np.save(self.out, rets)
+        print(f"scored {len(rets)} clips -> {self.out}")
+        return rets
+
+
+# ---- prefs ---------------------------------------------------------------------------------
+@dataclass
+class PrefsExport:
+    """Export a run's judgments as a preference dataset (clips.npz + comparisons.jsonl)."""
+
+    run_dir: Path
+    """Run directory holding prefs.sqlite."""
+    out: Path
+    """Output dataset directory."""
+
+    def run(self) -> None:
+        from prefrl.preferences import PreferenceStore
+
+        with PreferenceStore(self.run_dir, create=False) as store:
+            n_clips, n_comps = store.export(self.out)
+        print(f"exported {n_comps} comparisons over {n_clips} clips -> {self.out}")
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    print(title)
+    for k, v in metrics.items():
+        print(f"  {k:32s} {v:.4g}" if isinstance(v, float) else f"  {k:32s} {v}")
+
+
+# ---- assembly ------------------------------------------------------------------------------
+COMMANDS: dict[str, type] = {
+    "reward fit": RewardFit,
+    "reward score": RewardScore,
+    "prefs export": PrefsExport,
+}
+
+
+def _register_optional_commands() -> None:
+    """Commands defined beside their parts (RL loop, viewer, text)."""
+    import importlib
+
+    for mod in ("prefrl.rl.commands", "prefrl.human.commands", "prefrl.text.commands"):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("prefrl"):
+                continue  # that part is not built yet
+            raise
+        COMMANDS.update(m.COMMANDS)
+
+
+def _usage() -> str:
+    lines = ["usage: prefrl COMMAND [SUBCOMMAND] [OPTIONS]   (prefrl COMMAND --help for options)", "", "commands:"]
+    for path, cls in COMMANDS.items():
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        lines.append(f"  {path:16s} {doc}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> object:
+    """Parse ``argv`` and run the command.
+
+    Command groups (``reward fit``, ``prefs export``) are dispatched here and each
+    command's flags are parsed by tyro, so ``prefrl reward fit --help`` shows exactly
+    that command's options.
+    """
+    set_torch_threads()
+    _register_optional_commands()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return None
+    group = argv[0]
+    members = {p.partition(" ")[2]: c for p, c in COMMANDS.items() if p.partition(" ")[0] == group}
+    if not members:
+        import difflib
+
+        groups = sorted({p.partition(" ")[0] for p in COMMANDS})
+        close = difflib.get_close_matches(group, groups, n=3)
+        hint = f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+        raise PrefrlError(f"unknown command `{group}` (commands: {', '.join(groups)}){hint}")
+    if "" in members:  # a single command, e.g. `prefrl train`
+        cmd = tyro.cli(members[""], args=argv[1:], prog=f"prefrl {group}")
+        return cmd.run()
+    if len(argv) < 2 or argv[1] in ("-h", "--help"):
+        print(f"usage: prefrl {group} {{{','.join(members)}}} [OPTIONS]")
+        for name, cls in members.items():
+            print(f"  {name:12s} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        return None
+    sub = argv[1]
+    if sub not in members:
+        import difflib
+
+        close = difflib.get_close_matches(sub, list(members), n=3)
+        hint = f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+        raise PrefrlError(f"unknown command `{group} {sub}` (known: {', '.join(members)}){hint}")
+    cmd = tyro.cli(members[sub], args=argv[2:], prog=f"prefrl {group} {sub}")
+    return cmd.run()
+
+
+def entry() -> None:
+    try:
+        main()
+    except PrefrlError as e:
+        msg = " ".join(str(e).split("\n"))
+        print(f"prefrl: error: {msg}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("prefrl: interrupted (everything judged so far is saved)", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    entry()

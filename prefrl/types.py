@@ -1,0 +1,198 @@
+"""Core data types: clips and comparisons.
+
+A *clip* is a fixed-length fragment of a rollout: observations, actions, the
+environment's true reward (hidden from the agent, used by synthetic oracles and
+for logging) and optionally rendered RGB frames for the viewer and videos.
+
+A *comparison* is one judgment about a pair of clips. Its label is a float:
+the probability that the left clip is preferred (1.0 left, 0.0 right, 0.5
+equal). "Can't tell" is a *skip*: recorded so the pair is not asked again, and
+never trained on (Christiano et al. 2017).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class PrefrlError(ValueError):
+    """A user-facing error: the CLI prints its message on one line and exits non-zero."""
+
+
+@dataclass
+class Clips:
+    """A batch of N clips of T steps each.
+
+    Attributes:
+        obs: (N, T, *obs_shape) observations.
+        acts: (N, T, *act_shape) actions (float for continuous, int for discrete).
+        true_rew: (N, T) float32 environment reward, or None when unknown.
+        frames: (N, T, H, W, 3) uint8 rendered frames, or None.
+    """
+
+    obs: np.ndarray
+    acts: np.ndarray
+    true_rew: np.ndarray | None = None
+    frames: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.obs = np.asarray(self.obs)
+        self.acts = np.asarray(self.acts)
+        if self.obs.ndim < 2:
+            raise PrefrlError(f"`obs` must have shape (N, T, ...), got {self.obs.shape}")
+        if self.acts.ndim < 2:
+            raise PrefrlError(f"`acts` must have shape (N, T, ...), got {self.acts.shape}")
+        n, t = self.obs.shape[:2]
+        if self.acts.shape[:2] != (n, t):
+            raise PrefrlError(
+                f"`obs` and `acts` disagree on (N, T): obs {self.obs.shape[:2]} vs acts {self.acts.shape[:2]}"
+            )
+        if self.true_rew is not None:
+            self.true_rew = np.asarray(self.true_rew, dtype=np.float32)
+            if self.true_rew.shape != (n, t):
+                raise PrefrlError(f"`true_rew` must have shape {(n, t)}, got {self.true_rew.shape}")
+        if self.frames is not None:
+            self.frames = np.asarray(self.frames)
+            if self.frames.ndim != 5 or self.frames.shape[:2] != (n, t) or self.frames.shape[-1] != 3:
+                raise PrefrlError(f"`frames` must have shape ({n}, {t}, H, W, 3), got {self.frames.shape}")
+            if self.frames.dtype != np.uint8:
+                raise PrefrlError(f"`frames` must be uint8, got {self.frames.dtype}")
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+    @property
+    def length(self) -> int:
+        """Steps per clip (T)."""
+        return int(self.obs.shape[1])
+
+    def __getitem__(self, idx: np.ndarray | slice | list[int]) -> Clips:
+        return Clips(
+            obs=self.obs[idx],
+            acts=self.acts[idx],
+            true_rew=None if self.true_rew is None else self.true_rew[idx],
+            frames=None if self.frames is None else self.frames[idx],
+        )
+
+    def true_returns(self) -> np.ndarray:
+        """(N,) float: sum of the true reward over each clip."""
+        if self.true_rew is None:
+            raise PrefrlError("these clips carry no `true_rew`; a synthetic oracle needs it")
+        return self.true_rew.sum(axis=1)
+
+    def model_inputs(self) -> dict[str, np.ndarray]:
+        """The arrays a reward model reads (frames and true reward are never shown to it)."""
+        return {"obs": self.obs, "acts": self.acts}
+
+    @staticmethod
+    def concat(parts: list[Clips]) -> Clips:
+        if not parts:
+            raise PrefrlError("no clips to concatenate")
+        has_rew = all(p.true_rew is not None for p in parts)
+        has_frames = all(p.frames is not None for p in parts)
+        return Clips(
+            obs=np.concatenate([p.obs for p in parts]),
+            acts=np.concatenate([p.acts for p in parts]),
+            true_rew=np.concatenate([p.true_rew for p in parts]) if has_rew else None,  # type: ignore[misc]
+            frames=np.concatenate([p.frames for p in parts]) if has_frames else None,  # type: ignore[misc]
+        )
+
+    def save_npz(self, path: str | Path) -> None:
+        arrays = {"obs": self.obs, "acts": self.acts}
+        if self.true_rew is not None:
+            arrays["true_rew"] = self.true_rew
+        if self.frames is not None:
+            arrays["frames"] = self.frames
+        np.savez(path, **arrays)
+
+    @staticmethod
+    def load_npz(path: str | Path) -> Clips:
+        """Load clips from an .npz file (no pickle), with a clear error naming the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise PrefrlError(f"{path}: no such clips file")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except Exception as e:  # zipfile.BadZipFile, ValueError, OSError ...
+            raise PrefrlError(f"{path}: not a readable .npz file ({e})") from e
+        for key in ("obs", "acts"):
+            if key not in arrays:
+                raise PrefrlError(f"{path}: missing array `{key}` (has {sorted(arrays)})")
+        try:
+            return Clips(
+                obs=arrays["obs"],
+                acts=arrays["acts"],
+                true_rew=arrays.get("true_rew"),
+                frames=arrays.get("frames"),
+            )
+        except PrefrlError as e:
+            raise PrefrlError(f"{path}: {e}") from e
+
+
+@dataclass
+class Comparisons:
+    """N judgments over pairs of clips, as parallel arrays.
+
+    Attributes:
+        left: (C,) int64 index of the left clip.
+        right: (C,) int64 index of the right clip.
+        label: (C,) float32 P(left preferred); NaN marks a skip (never trained on).
+        weight: (C,) float32 loss weight (1 for plain pairs, 1/C(K,2) for expanded K-wise rankings).
+    """
+
+    left: np.ndarray
+    right: np.ndarray
+    label: np.ndarray
+    weight: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.left = np.asarray(self.left, dtype=np.int64).reshape(-1)
+        self.right = np.asarray(self.right, dtype=np.int64).reshape(-1)
+        self.label = np.asarray(self.label, dtype=np.float32).reshape(-1)
+        if self.weight is None:
+            self.weight = np.ones_like(self.label)
+        self.weight = np.asarray(self.weight, dtype=np.float32).reshape(-1)
+        if not (len(self.left) == len(self.right) == len(self.label) == len(self.weight)):
+            raise PrefrlError("`left`, `right`, `label` and `weight` must have the same length")
+        ok = np.isnan(self.label) | ((self.label >= 0) & (self.label <= 1))
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
+            raise PrefrlError(f"label {self.label[bad]} at comparison {bad} is not a probability in [0, 1]")
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def __getitem__(self, idx: np.ndarray | slice) -> Comparisons:
+        return Comparisons(self.left[idx], self.right[idx], self.label[idx], self.weight[idx])
+
+    def labeled(self) -> Comparisons:
+        """Drop skips (NaN labels): what a reward model trains on."""
+        return self[~np.isnan(self.label)]
+
+    @staticmethod
+    def empty() -> Comparisons:
+        return Comparisons(np.zeros(0), np.zeros(0), np.zeros(0))
+
+    @staticmethod
+    def from_rankings(rankings: list[list[int]]) -> Comparisons:
+        """Expand K-wise rankings (best first) into pairs, each weighted 1/C(K,2).
+
+        This is the InstructGPT expansion (Ouyang et al. 2022): every ranking
+        contributes C(K,2) pairs and the same total weight as one pair.
+        """
+        left, right, weight = [], [], []
+        for ranking in rankings:
+            k = len(ranking)
+            if k < 2:
+                raise PrefrlError(f"a ranking needs at least 2 items, got {ranking}")
+            w = 1.0 / (k * (k - 1) / 2)
+            for a in range(k):
+                for b in range(a + 1, k):
+                    left.append(ranking[a])
+                    right.append(ranking[b])
+                    weight.append(w)
+        return Comparisons(np.array(left), np.array(right), np.ones(len(left)), np.array(weight))
