@@ -18,6 +18,10 @@ Tables:
   (status ``pending`` → ``done``), read by ``prefrl label``.
 - ``comparisons(id, left, right, label, source, annotator, time, response_s, query_id)``:
   ``label`` is P(left preferred); NULL is a skip ("can't tell": recorded, never trained on).
+  Ids are AUTOINCREMENT: an undone (deleted) judgment's id is never reused, so a reader
+  polling ``judgments(since_id)`` never misses a later one.
+- ``claims(query_id, annotator, time)``: which annotator's viewer holds a pending query, so
+  two people labelling one run are not shown the same pair (claims lapse after a TTL).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ CREATE TABLE IF NOT EXISTS queries (
 );
 CREATE INDEX IF NOT EXISTS queries_status ON queries(status, score);
 CREATE TABLE IF NOT EXISTS comparisons (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     left INTEGER NOT NULL REFERENCES clips(id),
     right INTEGER NOT NULL REFERENCES clips(id),
     label REAL,
@@ -66,6 +70,11 @@ CREATE TABLE IF NOT EXISTS comparisons (
     time REAL NOT NULL,
     response_s REAL,
     query_id INTEGER REFERENCES queries(id)
+);
+CREATE TABLE IF NOT EXISTS claims (
+    query_id INTEGER PRIMARY KEY REFERENCES queries(id),
+    annotator TEXT NOT NULL,
+    time REAL NOT NULL
 );
 """
 
@@ -239,6 +248,75 @@ class PreferenceStore:
             sql += f" LIMIT {int(limit)}"
         return [Query(*r) for r in self._exec(sql)]
 
+    def claim_queries(
+        self,
+        annotator: str,
+        limit: int = 1,
+        exclude: Iterable[int] = (),
+        shared: bool = False,
+        ttl_s: float = 600.0,
+    ) -> list[Query]:
+        """Take the next queries for ``annotator``'s viewer, best score first, atomically.
+
+        Args:
+            annotator: who will judge them.
+            limit: how many queries to take.
+            exclude: query ids not to return (those the viewer already holds).
+            shared: False (a run): pending queries not claimed by another annotator in the
+                last ``ttl_s`` seconds; they are claimed for ``annotator``. True (several
+                annotators label the same pairs, e.g. a dataset): every query not cancelled
+                that ``annotator`` has not judged yet; nothing is claimed.
+            ttl_s: age after which another annotator's claim lapses.
+        """
+        excl = ",".join(str(int(q)) for q in exclude) or "-1"
+        with self._lock:
+            if shared:
+                sql = (
+                    "SELECT id, left, right, score FROM queries q WHERE status != 'cancelled'"
+                    f" AND id NOT IN ({excl}) AND NOT EXISTS (SELECT 1 FROM comparisons c"
+                    " WHERE c.query_id = q.id AND c.annotator IS ?) ORDER BY score DESC, id LIMIT ?"
+                )
+                return [Query(*r) for r in self._db.execute(sql, (annotator, int(limit)))]
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                sql = (
+                    "SELECT id, left, right, score FROM queries q WHERE status = 'pending'"
+                    f" AND id NOT IN ({excl}) AND NOT EXISTS (SELECT 1 FROM claims k WHERE k.query_id = q.id"
+                    " AND k.annotator != ? AND k.time > ?) ORDER BY score DESC, id LIMIT ?"
+                )
+                rows = [Query(*r) for r in self._db.execute(sql, (annotator, now - ttl_s, int(limit)))]
+                for q in rows:
+                    self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (q.id, annotator, now))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return rows
+
+    def release_claims(self, annotator: str, query_ids: Iterable[int] | None = None) -> None:
+        """Give back ``annotator``'s claims (all, or those of ``query_ids``), e.g. when a viewer quits."""
+        if query_ids is None:
+            self._exec("DELETE FROM claims WHERE annotator=?", (annotator,))
+        else:
+            ids = ",".join(str(int(q)) for q in query_ids) or "-1"
+            self._exec(f"DELETE FROM claims WHERE annotator=? AND query_id IN ({ids})", (annotator,))
+
+    def query_status(self, query_id: int) -> str | None:
+        """``pending``, ``done``, ``cancelled``, or None for an unknown id."""
+        row = self._exec("SELECT status FROM queries WHERE id=?", (int(query_id),)).fetchone()
+        return None if row is None else str(row[0])
+
+    def count_open(self, annotator: str, shared: bool = False) -> int:
+        """How many queries ``annotator`` could still be shown (see ``claim_queries``), claims ignored."""
+        if shared:
+            sql = (
+                "SELECT COUNT(*) FROM queries q WHERE status != 'cancelled' AND NOT EXISTS"
+                " (SELECT 1 FROM comparisons c WHERE c.query_id = q.id AND c.annotator IS ?)"
+            )
+            return int(self._exec(sql, (annotator,)).fetchone()[0])
+        return self.count_pending()
+
     def count_pending(self) -> int:
         return int(self._exec("SELECT COUNT(*) FROM queries WHERE status='pending'").fetchone()[0])
 
@@ -320,9 +398,11 @@ class PreferenceStore:
     def judgments(self, since_id: int = 0) -> list[Judgment]:
         return [Judgment(*r) for r in self._exec("SELECT * FROM comparisons WHERE id > ? ORDER BY id", (since_id,))]
 
-    def count_judgments(self, include_skips: bool = True) -> int:
-        sql = "SELECT COUNT(*) FROM comparisons" + ("" if include_skips else " WHERE label IS NOT NULL")
-        return int(self._exec(sql).fetchone()[0])
+    def count_judgments(self, include_skips: bool = True, annotator: str | None = None) -> int:
+        """Judgments in the store (of ``annotator`` only, if given)."""
+        where = ([] if include_skips else ["label IS NOT NULL"]) + ([] if annotator is None else ["annotator = ?"])
+        sql = "SELECT COUNT(*) FROM comparisons" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(self._exec(sql, () if annotator is None else (annotator,)).fetchone()[0])
 
     def asked_pairs(self) -> set[tuple[int, int]]:
         """Unordered clip-id pairs already judged or queued (so they are not asked twice)."""

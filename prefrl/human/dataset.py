@@ -1,0 +1,76 @@
+"""Labelling an exported preference dataset by hand, without a training run.
+
+``prefrl label --dataset DIR`` keeps its judgments in a store of their own, by default
+``DIR/labels/`` (``--out`` elsewhere), so the dataset itself is never modified:
+
+- on first use the dataset's clips (with their frames) are copied into that store, each
+  distinct pair of ``comparisons.jsonl`` becomes one query (file order), and the
+  dataset's own labels are imported as judgments (annotator: the line's ``annotator``,
+  else its ``source``, else ``dataset``), so ``prefrl prefs stats`` can compare people
+  with them;
+- every annotator is shown every pair once (``shared`` queries): several people can
+  label the same dataset, one after another or at once;
+- ``prefrl prefs export --run-dir DIR/labels --out NEW`` turns the result back into a
+  dataset (store clip ids k+1 are dataset clip index k).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from prefrl.preferences import STORE_FILE, PreferenceStore, load_dataset
+from prefrl.types import PrefrlError
+
+
+def dataset_store_dir(dataset: Path, out: Path | None = None) -> Path:
+    """Where the judgments on ``dataset`` live: ``out``, else ``dataset/labels``."""
+    return Path(out) if out is not None else Path(dataset) / "labels"
+
+
+def open_dataset_store(dataset: str | Path, out: str | Path | None = None) -> Path:
+    """The store directory of hand labels on ``dataset``, importing the dataset on first use.
+
+    Raises:
+        PrefrlError: the dataset is invalid, has no frames, or ``out`` holds labels of
+            another dataset or an interrupted import.
+    """
+    dataset = Path(dataset)
+    root = dataset_store_dir(dataset, None if out is None else Path(out))
+    src = str(dataset.resolve())
+    if (root / STORE_FILE).exists():
+        with PreferenceStore(root, create=False) as store:
+            if store.get_meta("dataset") != src:
+                raise PrefrlError(
+                    f"{root}: holds labels of `{store.get_meta('dataset')}`, not of `{src}`; pick another `--out`"
+                )
+            if store.get_meta("dataset_imported") is not True:
+                raise PrefrlError(f"{root}: the import of {dataset} was interrupted; delete {root} and run again")
+        return root
+    clips, _, records = load_dataset(dataset)
+    if clips.frames is None:
+        raise PrefrlError(
+            f"{dataset / 'clips.npz'}: no `frames` array, so there is nothing to show; export the dataset from a "
+            "run whose clips kept their frames (`prefrl train --oracle human`, or `--keep-frames`)"
+        )
+    with PreferenceStore(root) as store:
+        store.set_meta("dataset", src)
+        ids = np.array(store.add_clips(clips, keep_frames=True))  # (N,) store id of dataset clip k
+        groups: dict[tuple[str, str], list[tuple[int, int, float]]] = defaultdict(list)
+        seen: dict[tuple[int, int], tuple[int, int]] = {}
+        for rec in records:
+            a, b = int(ids[rec["left"]]), int(ids[rec["right"]])
+            source = str(rec.get("source") or "dataset")
+            groups[(source, str(rec.get("annotator") or source))].append((a, b, float(rec["label"])))
+            seen.setdefault((min(a, b), max(a, b)), (a, b))
+        for (source, annotator), rows in groups.items():
+            arr = np.array(rows)
+            store.add_judgments(arr[:, :2].astype(np.int64), arr[:, 2], source=source, annotator=annotator)
+        pairs = np.array(list(seen.values()), dtype=np.int64).reshape(-1, 2)
+        store.add_queries(pairs, np.zeros(len(pairs)))
+        store.set_meta("dataset_clips", len(clips))
+        store.set_meta("mode", "dataset")
+        store.set_meta("dataset_imported", True)
+    return root

@@ -1,0 +1,102 @@
+"""Stores to try the viewer on without a training run (tests, benchmark, screenshots).
+
+``synthetic_frames`` draws a ball moving across a tinted background, with toy clips
+underneath (so a reward model can train on the same store); ``mujoco_frames`` renders
+real MuJoCo rollouts (needs ``MUJOCO_GL=egl`` or a display).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from prefrl.preferences import PreferenceStore
+from prefrl.toy import toy_clips
+from prefrl.types import Clips
+
+
+def synthetic_frames(n: int, length: int, size: tuple[int, int] = (96, 128), seed: int = 0) -> np.ndarray:
+    """(n, length, H, W, 3) uint8: per clip, a ball crossing a tinted background.
+
+    Args:
+        size: (H, W) of a frame, e.g. (210, 160) like Atari or (480, 480) like MuJoCo renders.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]  # (H, W)
+    out = np.empty((n, length, h, w, 3), np.uint8)
+    for i in range(n):
+        tint = rng.integers(40, 200, 3)
+        bg = (tint[None, None, :] * (0.5 + 0.5 * yy[..., None] / h)).astype(np.uint8)  # (H, W, 3)
+        x0, y0 = rng.uniform(0.2, 0.8) * w, rng.uniform(0.2, 0.8) * h
+        vx, vy = rng.normal(0, 0.02 * w), rng.normal(0, 0.02 * h)
+        r2 = (0.08 * min(h, w)) ** 2
+        for t in range(length):
+            frame = bg.copy()
+            cx, cy = (x0 + vx * t) % w, (y0 + vy * t) % h
+            frame[(xx - cx) ** 2 + (yy - cy) ** 2 < r2] = (250, 250, 250)
+            out[i, t] = frame
+    return out
+
+
+def synthetic_clips(n: int, length: int = 20, size: tuple[int, int] = (96, 128), seed: int = 0) -> Clips:
+    """Toy clips (known reward) with synthetic frames."""
+    c = toy_clips(n, length=length, seed=seed)
+    return Clips(c.obs, c.acts, c.true_rew, synthetic_frames(n, length, size, seed))
+
+
+def mujoco_clips(env_id: str, n: int, length: int, size: tuple[int, int] = (240, 320), seed: int = 0) -> Clips:
+    """Clips of a random policy in a MuJoCo env with rendered frames (slow: software GL)."""
+    import gymnasium as gym
+
+    env = gym.make(env_id, render_mode="rgb_array", height=size[0], width=size[1])
+    obs_l, act_l, rew_l, fr_l = [], [], [], []
+    o, _ = env.reset(seed=seed)
+    env.action_space.seed(seed)
+    for _ in range(n):
+        obs, acts, rews, frames = [], [], [], []
+        for _ in range(length):
+            a = env.action_space.sample()
+            frames.append(env.render())
+            o2, r, term, trunc, _ = env.step(a)
+            obs.append(o)
+            acts.append(a)
+            rews.append(r)
+            o = o2
+            if term or trunc:
+                o, _ = env.reset()
+        obs_l.append(obs)
+        act_l.append(acts)
+        rew_l.append(rews)
+        fr_l.append(frames)
+    env.close()
+    return Clips(
+        np.asarray(obs_l, np.float32), np.asarray(act_l, np.float32), np.asarray(rew_l, np.float32),
+        np.asarray(fr_l, np.uint8),
+    )
+
+
+def make_demo_store(
+    root: str | Path,
+    n_queries: int,
+    clips: Clips | None = None,
+    label_budget: int | None = None,
+    status: str = "running",
+    seed: int = 0,
+) -> tuple[PreferenceStore, list[int]]:
+    """A store laid out like a run waiting for human labels: clips with frames and queued pairs.
+
+    Returns:
+        the open store and the ids of the queued queries (best score first).
+    """
+    clips = clips if clips is not None else synthetic_clips(2 * n_queries, seed=seed)
+    store = PreferenceStore(root)
+    ids = np.array(store.add_clips(clips, keep_frames=True))
+    rng = np.random.default_rng(seed)
+    pairs = np.array([rng.choice(ids, 2, replace=False) for _ in range(n_queries)]).reshape(-1, 2)  # (Q, 2)
+    scores = np.linspace(1.0, 0.0, len(pairs))
+    qids = store.add_queries(pairs, scores)
+    store.set_meta("label_budget", label_budget if label_budget is not None else n_queries)
+    store.set_meta("status", status)
+    return store, qids

@@ -1,0 +1,567 @@
+"""The pygame side-by-side labelling window.
+
+Two clips play side by side, in sync and looped, scaled to a resizable window; a key
+press writes the judgment to the store at once (committed before the next pair is
+drawn) and the next pair, prepared in a background thread while this one played,
+appears without a wait.
+
+Keys (also shown in the window):
+
+==================  =================================================
+Left, 1             left clip is better (label 1.0)
+Right, 2            right clip is better (label 0.0)
+Up, E               equally good (label 0.5)
+Down, S             can't tell: a skip (recorded, never trained on)
+Space               replay both clips from the start
+Backspace           undo your last judgment and show that pair again
+Q, Esc              quit (every judgment made is already saved)
+==================  =================================================
+
+The main loop is ``Viewer.step`` (events, ``tick``, ``draw``, flip), so tests drive it
+one step at a time with posted events; ``Viewer.run`` repeats it at the display rate,
+waking early for a key so that the next pair is on screen within milliseconds.
+
+Example:
+    >>> with Viewer(run_dir, annotator="alice") as v:   # doctest: +SKIP
+    ...     v.run()
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefrl.human.frames import PreparedPair, Prefetcher, Size, load_pair
+from prefrl.preferences import PreferenceStore, Query
+from prefrl.types import PrefrlError
+
+# label of each key; None is a skip
+LABEL_KEYS: dict[str, float | None] = {
+    "left": 1.0, "1": 1.0, "[1]": 1.0,
+    "right": 0.0, "2": 0.0, "[2]": 0.0,
+    "up": 0.5, "e": 0.5,
+    "down": None, "s": None,
+}
+LABEL_NAMES = {1.0: "left better", 0.0: "right better", 0.5: "equally good", None: "can't tell (skip)"}
+
+BG = (22, 24, 29)
+PANEL = (36, 39, 46)
+TEXT = (228, 230, 235)
+DIM = (140, 146, 158)
+ACCENT = (84, 156, 255)
+GOOD = (92, 200, 128)
+WARN = (240, 190, 80)
+BAD = (240, 96, 96)
+
+
+@dataclass
+class ViewerConfig:
+    """Window and playback settings of ``prefrl label``."""
+
+    width: int = 1280
+    """Initial window width in pixels (the window is resizable)."""
+    height: int = 720
+    """Initial window height in pixels."""
+    fps: float = 60.0
+    """Display refresh rate of the window."""
+    clip_fps: float | None = None
+    """Playback speed of clips in steps per second; default: the run's `render_fps` meta, else 30."""
+    hold_s: float = 0.5
+    """Pause on the last frame before a clip loops."""
+    prefetch: int = 1
+    """Pairs prepared ahead of the one on screen."""
+    poll_s: float = 0.25
+    """How often to look for new pairs while none is pending."""
+    exit_when_done: bool = False
+    """Dataset mode: quit once every pair is labeled (otherwise wait for Q, so the last one can be undone)."""
+    linger_s: float = 1.5
+    """How long the 'run finished' message stays before the window closes."""
+
+    def __post_init__(self) -> None:
+        if self.width < 320 or self.height < 240:
+            raise PrefrlError(f"window must be at least 320x240, got `width`={self.width}, `height`={self.height}")
+        if self.fps <= 0:
+            raise PrefrlError(f"`fps` must be > 0, got {self.fps}")
+        if self.clip_fps is not None and self.clip_fps <= 0:
+            raise PrefrlError(f"`clip_fps` must be > 0, got {self.clip_fps}")
+        if self.prefetch < 1:
+            raise PrefrlError(f"`prefetch` must be >= 1, got {self.prefetch}")
+
+
+def init_display(size: Size, title: str):
+    """Open the resizable window; a clear error when there is no display to open it on."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+
+    asked = os.environ.get("SDL_VIDEODRIVER")
+    hint = (
+        "no display to open the labelling window on: run it on a desktop session (DISPLAY set), "
+        "under a virtual X server (`xvfb-run prefrl label ...`, Debian package `xvfb`), "
+        "or with SDL_VIDEODRIVER=dummy for a headless run"
+    )
+    try:
+        pygame.display.init()
+    except pygame.error as e:
+        raise PrefrlError(f"{hint} (SDL: {e}; SDL_VIDEODRIVER={asked!r})") from e
+    if asked is None and pygame.display.get_driver() in ("offscreen", "dummy"):
+        pygame.display.quit()
+        raise PrefrlError(f"{hint} (SDL fell back to its `offscreen` driver: DISPLAY is not set)")
+    pygame.font.init()
+    pygame.display.set_caption(title)
+    try:
+        return pygame.display.set_mode(size, pygame.RESIZABLE)
+    except pygame.error as e:
+        raise PrefrlError(f"{hint} (SDL: {e})") from e
+
+
+class Viewer:
+    """Label pairs of clips from a store by hand.
+
+    Args:
+        root: store directory (a run directory, or the store a dataset is labeled into).
+        annotator: recorded with every judgment.
+        shared: True when every annotator labels every pair (a dataset); False for a run,
+            where pending pairs are shared out between annotators.
+        cfg: window and playback settings.
+        clock: time source in seconds (tests may pass a fake one).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        annotator: str,
+        shared: bool = False,
+        cfg: ViewerConfig | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.root = Path(root)
+        self.store = PreferenceStore(self.root, create=False)
+        self.annotator = annotator
+        self.shared = shared
+        self.cfg = cfg or ViewerConfig()
+        self.clock = clock
+        fps = self.cfg.clip_fps or self.store.get_meta("render_fps") or 30.0
+        self.clip_fps = float(fps)  # type: ignore[arg-type]
+        self.screen = None
+        self.prefetcher: Prefetcher | None = None
+        self.current: PreparedPair | None = None
+        self.shown_at: float | None = None
+        self.play_t0 = 0.0
+        self.done = False
+        self.finished = False  # the run is over (or, in dataset mode, every pair is labeled)
+        self.message: tuple[str, tuple[int, int, int], float] | None = None
+        self.counts: dict[str, object] = {}
+        self._counts_at = -1e9
+        self._next_frame = 0.0
+        self._redraw = True
+        self._box: Size = (0, 0)
+        self._fonts: dict[int, object] = {}
+        self._font_path: str | None = None
+        self._arrows = False
+        self.frames_drawn = 0
+        self.pair_shown_times: list[float] = []
+        """Clock time at which each new pair was first on screen (after the flip)."""
+        self.key_times: list[float] = []
+        """Clock time at which each key press was handled."""
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def open(self) -> Viewer:
+        """Open the window and start preparing pairs."""
+        import pygame
+
+        self.screen = init_display((self.cfg.width, self.cfg.height), f"prefrl label: {self.root}")
+        self._layout()
+        self.prefetcher = Prefetcher(self.root, self.annotator, self.shared, self.cfg.prefetch, self.cfg.poll_s)
+        self.prefetcher.set_box(self._box)
+        self.prefetcher.start()
+        self._refresh_counts(self.clock(), force=True)
+        pygame.key.set_repeat()  # a held key must not label several pairs
+        return self
+
+    def close(self) -> None:
+        """Stop prefetching, give back unjudged claims, close the window."""
+        import pygame
+
+        held = [] if self.current is None or self.current.query.id is None else [self.current.query.id]
+        if self.prefetcher is not None:
+            held += self.prefetcher.stop()
+            self.prefetcher = None
+        if not self.shared and held:
+            try:
+                self.store.release_claims(self.annotator, held)
+            except Exception:  # closing must not fail; claims lapse on their own
+                pass
+        self.store.close()
+        if self.screen is not None:
+            pygame.display.quit()
+            self.screen = None
+
+    def __enter__(self) -> Viewer:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self) -> dict[str, object]:
+        """Label until Q/Esc, the window is closed, or the run finishes; returns the final counts."""
+        if self.screen is None:
+            self.open()
+        while not self.done:
+            self.step(wait=True)
+        if self.finished and self.cfg.linger_s > 0 and not self.shared:
+            end = self.clock() + self.cfg.linger_s
+            while self.clock() < end:
+                self.step(wait=True)
+        self._refresh_counts(self.clock(), force=True)
+        return dict(self.counts)
+
+    def step(self, wait: bool = False) -> None:
+        """One turn of the main loop: handle queued events, then tick, draw and flip.
+
+        With ``wait``, sleep until the next display frame is due but wake at once for an
+        event, and draw immediately after a key that changed the pair on screen.
+        """
+        import pygame
+
+        events = []
+        if wait:
+            timeout = self._next_frame - self.clock()
+            if timeout > 0.002:
+                ev = pygame.event.wait(max(1, int(timeout * 1000)))
+                if ev.type != pygame.NOEVENT:
+                    events.append(ev)
+        events += pygame.event.get()
+        for ev in events:
+            self.handle_event(ev)
+        now = self.clock()
+        if not wait or self._redraw or now >= self._next_frame:
+            self.tick(now)
+            self.draw(now)
+            pygame.display.flip()
+            self.frames_drawn += 1
+            after = self.clock()
+            if self.current is not None and self.shown_at is None:
+                self.shown_at = after
+                self.pair_shown_times.append(after)
+            self._redraw = False
+            period = 1.0 / self.cfg.fps
+            self._next_frame = self._next_frame + period if now - self._next_frame < period else now + period
+
+    # ---- events --------------------------------------------------------------------------
+    def handle_event(self, ev) -> None:
+        """Apply one pygame event (keys, resize, window close)."""
+        import pygame
+
+        if ev.type == pygame.QUIT:
+            self.done = True
+        elif ev.type == pygame.VIDEORESIZE:
+            if self.screen is not None and self.screen.get_size() != (ev.w, ev.h):
+                self.screen = pygame.display.set_mode((ev.w, ev.h), pygame.RESIZABLE)
+            self._layout()
+        elif ev.type == pygame.WINDOWSIZECHANGED:
+            self._layout()
+        elif ev.type == pygame.KEYDOWN:
+            self.key_times.append(self.clock())
+            name = pygame.key.name(ev.key)
+            if name in LABEL_KEYS:
+                self.judge(LABEL_KEYS[name])
+            elif ev.key == pygame.K_SPACE:
+                self.play_t0 = self.clock()
+                self._redraw = True
+            elif ev.key == pygame.K_BACKSPACE:
+                self.undo()
+            elif ev.key in (pygame.K_q, pygame.K_ESCAPE):
+                self.done = True
+
+    def judge(self, label: float | None) -> int | None:
+        """Write a judgment on the pair on screen (committed before returning) and show the next one.
+
+        Returns:
+            the judgment's id, or None when no pair was on screen.
+        """
+        now = self.clock()
+        if self.current is None:
+            self._flash("no pair on screen to judge", WARN, now)
+            return None
+        q = self.current.query
+        response = None if self.shown_at is None else max(0.0, now - self.shown_at)
+        jid = self.store.add_judgment(
+            q.left, q.right, label, source="human", annotator=self.annotator, response_s=response, query_id=q.id
+        )
+        self._flash(f"saved #{jid}: {LABEL_NAMES[label]}", GOOD, now)
+        self._show(self._next_open_pair())
+        self._counts_at = -1e9
+        return jid
+
+    def undo(self) -> None:
+        """Delete your last judgment (even one from an earlier session) and show its pair again."""
+        now = self.clock()
+        j = self.store.undo_last(self.annotator)
+        if j is None:
+            self._flash("nothing to undo", WARN, now)
+            return
+        assert self.prefetcher is not None
+        if j.query_id is not None:
+            self.prefetcher.discard(j.query_id)
+        if self.current is not None:
+            self.prefetcher.push_front(self.current)
+        label = None if j.label is None else float(j.label)
+        self._flash(f"undid #{j.id} ({LABEL_NAMES.get(label, label)}): judge it again", WARN, now)
+        self._show(load_pair(self.store, Query(j.query_id, j.left, j.right, 0.0), self._box))  # type: ignore[arg-type]
+        self._counts_at = -1e9
+
+    def _next_open_pair(self) -> PreparedPair | None:
+        assert self.prefetcher is not None
+        while True:
+            pair = self.prefetcher.pop()
+            if pair is None or self.shared or pair.query.id is None:
+                return pair
+            if self.store.query_status(pair.query.id) == "pending":
+                return pair  # still wanted (not cancelled by the trainer, not judged by someone else)
+
+    def _show(self, pair: PreparedPair | None) -> None:
+        if pair is not None and pair.size != self._box:
+            pair.rescale(self._box)
+        self.current = pair
+        self.shown_at = None
+        self.play_t0 = self.clock()
+        self._redraw = True
+        if self.prefetcher is not None:
+            self.prefetcher.hold(set() if pair is None or pair.query.id is None else {pair.query.id})
+
+    def _flash(self, text: str, color: tuple[int, int, int], now: float, seconds: float = 2.0) -> None:
+        self.message = (text, color, now + seconds)
+        self._redraw = True
+
+    # ---- state ---------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Advance state: pick up a prepared pair when none is shown, refresh counts, notice the end."""
+        assert self.prefetcher is not None
+        if self.prefetcher.error is not None:
+            raise self.prefetcher.error
+        if self.current is None and not self.finished:
+            pair = self._next_open_pair()
+            if pair is not None:
+                self._show(pair)
+                self.play_t0 = now
+        self._refresh_counts(now)
+        if self.shared:
+            if self.current is None and self.counts["open"] == 0 and self.prefetcher.n_ready() == 0:
+                self.finished = True
+                self.done = self.done or self.cfg.exit_when_done
+            elif self.current is not None:
+                self.finished = False
+        elif self.counts["status"] == "finished" and not self.finished:
+            self.finished = True
+            self.done = True
+            if self.current is not None:
+                self.prefetcher.push_front(self.current)  # released on close
+                self.current = None
+
+    def _refresh_counts(self, now: float, force: bool = False) -> None:
+        if not force and now - self._counts_at < 0.5:
+            return
+        self._counts_at = now
+        s = self.store
+        mine = s.count_judgments(annotator=self.annotator)
+        open_ = s.count_open(self.annotator, shared=self.shared)
+        if self.shared:
+            total = mine + open_
+            budget, done = total, mine
+        else:
+            budget = s.get_meta("label_budget")
+            done = s.count_judgments()
+        self.counts = {
+            "mine": mine,
+            "all": s.count_judgments(),
+            "open": open_,
+            "budget": budget,
+            "done": done,
+            "status": None if self.shared else s.get_meta("status"),
+        }
+
+    def frame_index(self, now: float) -> int:
+        """Step of the current pair on screen at ``now``: playback at clip_fps, a pause, then a loop."""
+        if self.current is None:
+            return 0
+        n = self.current.length
+        period = n / self.clip_fps + self.cfg.hold_s
+        local = (now - self.play_t0) % period
+        return min(int(local * self.clip_fps), n - 1)
+
+    # ---- drawing -------------------------------------------------------------------------
+    HEADER_H = 62
+    FOOTER_H = 64
+    CAPTION_H = 40
+    PAD = 14
+
+    def _layout(self) -> None:
+        assert self.screen is not None
+        w, h = self.screen.get_size()
+        box = (
+            max(16, (w - 3 * self.PAD) // 2),
+            max(16, h - self.HEADER_H - self.FOOTER_H - self.CAPTION_H - 2 * self.PAD),
+        )
+        if box != self._box:
+            self._box = box
+            if self.current is not None:
+                self.current.rescale(box)
+            if self.prefetcher is not None:
+                self.prefetcher.set_box(box)
+        self._redraw = True
+
+    def _font(self, size: int):
+        """A font of ``size`` (in pygame's default-font units); DejaVu/FreeSans when installed, for arrows."""
+        import pygame
+
+        if self._font_path is None:
+            path = pygame.font.match_font("dejavusans,freesans,liberationsans,arial") or ""
+            if path:
+                probe = pygame.font.Font(path, 16).metrics("←→↑↓")
+                path = path if probe and all(m is not None for m in probe) else ""
+            self._font_path = path
+            self._arrows = bool(path)
+        f = self._fonts.get(size)
+        if f is None:
+            if self._font_path:
+                f = pygame.font.Font(self._font_path, max(8, int(size * 0.7)))
+            else:
+                f = pygame.font.Font(None, size)
+            self._fonts[size] = f
+        return f
+
+    def _key(self, arrow: str) -> str:
+        """An arrow glyph, or its name when the font has no arrows."""
+        self._font(20)
+        return arrow if self._arrows else {"←": "Left", "→": "Right", "↑": "Up", "↓": "Down"}[arrow]
+
+    def _text(self, text: str, pos: tuple[int, int], size: int = 24, color=TEXT, anchor: str = "topleft") -> object:
+        surf = self._font(size).render(text, True, color)
+        rect = surf.get_rect(**{anchor: pos})
+        self.screen.blit(surf, rect)  # type: ignore[union-attr]
+        return rect
+
+    def draw(self, now: float) -> None:
+        """Render the whole window for time ``now`` (no flip)."""
+        scr = self.screen
+        assert scr is not None
+        scr.fill(BG)
+        self._draw_header(now)
+        if self.current is not None:
+            self._draw_pair(now)
+        else:
+            self._draw_waiting(now)
+        self._draw_footer(now)
+
+    def _draw_header(self, now: float) -> None:
+        import pygame
+
+        scr = self.screen
+        w = scr.get_width()  # type: ignore[union-attr]
+        c = self.counts
+        mode = "dataset" if self.shared else "run"
+        self._text(f"prefrl label  ·  {mode} {self.root.name}", (self.PAD, 10), 28)
+        self._text(f"annotator: {self.annotator}", (w - self.PAD, 10), 26, ACCENT, "topright")
+        if self.shared:
+            stats = f"labeled by you {c['mine']}   ·   left to label {c['open']}"
+        else:
+            stats = f"labeled {c['all']} (by you {c['mine']})   ·   pending {c['open']}"
+        self._text(stats, (self.PAD, 38), 22, DIM)
+        budget, done = c.get("budget"), c.get("done")
+        bar = pygame.Rect(w // 2, 40, w // 2 - self.PAD, 12)
+        pygame.draw.rect(scr, PANEL, bar, border_radius=6)
+        if isinstance(budget, int) and budget > 0:
+            frac = min(1.0, int(done) / budget)  # type: ignore[arg-type]
+            pygame.draw.rect(scr, ACCENT, (bar.x, bar.y, max(12, int(bar.w * frac)), bar.h), border_radius=6)
+            what = "pairs" if self.shared else "label budget"
+            self._text(f"{done} / {budget} {what}", (bar.x - 10, 38), 22, DIM, "topright")
+
+    def _draw_pair(self, now: float) -> None:
+        import pygame
+
+        pair = self.current
+        assert pair is not None and self.screen is not None
+        scr = self.screen
+        i = self.frame_index(now)
+        top = self.HEADER_H + self.PAD
+        bw, bh = self._box
+        keys = (f"{self._key('←')} or 1", f"{self._key('→')} or 2")
+        for side in (0, 1):
+            x0 = self.PAD + side * (bw + self.PAD)
+            panel = pygame.Rect(x0, top, bw, bh)
+            pygame.draw.rect(scr, PANEL, panel)
+            frames = pair.surfaces[side]
+            surf = frames[min(i, len(frames) - 1)]
+            scr.blit(surf, surf.get_rect(center=panel.center))
+            name = ("LEFT", "RIGHT")[side]
+            clip = (pair.query.left, pair.query.right)[side]
+            cap_y = top + bh + 8
+            r = self._text(name, (x0, cap_y), 30)
+            self._text(f"[{keys[side]}]", (r.right + 12, cap_y + 2), 26, ACCENT)
+            self._text(f"clip {clip}", (x0 + bw, cap_y + 4), 20, DIM, "topright")
+        # shared playback position
+        y = top + bh + 2
+        full = scr.get_width() - 2 * self.PAD
+        pygame.draw.rect(scr, PANEL, (self.PAD, y, full, 3))
+        pygame.draw.rect(scr, DIM, (self.PAD, y, int(full * (i + 1) / pair.length), 3))
+
+    def _draw_waiting(self, now: float) -> None:
+        import pygame
+
+        scr = self.screen
+        assert scr is not None
+        w, h = scr.get_size()
+        cx, cy = w // 2, self.HEADER_H + (h - self.HEADER_H - self.FOOTER_H) // 2
+        if self.finished:
+            if self.shared:
+                lines = ["every pair is labeled", "Backspace: undo the last one   ·   Q: quit"]
+            else:
+                lines = ["the run has finished", "every judgment is saved; closing"]
+            self._text(lines[0], (cx, cy - 20), 40, GOOD, "center")
+            self._text(lines[1], (cx, cy + 22), 26, DIM, "center")
+            return
+        a = (now * 4.0) % (2 * math.pi)  # spinner: a quarter arc turning
+        rect = pygame.Rect(0, 0, 56, 56)
+        rect.center = (cx, cy - 50)
+        pygame.draw.circle(scr, PANEL, rect.center, 28, 6)
+        pygame.draw.arc(scr, ACCENT, rect, a, a + math.pi / 2, 6)
+        if self.counts.get("open"):
+            line, sub = "loading the next pair…", ""
+        else:
+            line = "no pending pairs"
+            sub = "waiting for the trainer to ask for labels" if not self.shared else ""
+        self._text(line, (cx, cy + 6), 36, TEXT, "center")
+        if sub:
+            self._text(sub, (cx, cy + 40), 24, DIM, "center")
+
+    def _draw_footer(self, now: float) -> None:
+        import pygame
+
+        scr = self.screen
+        assert scr is not None
+        w, h = scr.get_size()
+        y = h - self.FOOTER_H
+        pygame.draw.line(scr, PANEL, (0, y), (w, y), 2)
+        legend = [
+            (f"{self._key('←')} 1", "left better"), (f"{self._key('→')} 2", "right better"),
+            (f"{self._key('↑')} E", "equal"), (f"{self._key('↓')} S", "can't tell"),
+            ("Space", "replay"), ("Backspace", "undo"), ("Q Esc", "quit"),
+        ]
+        x = self.PAD
+        for key, what in legend:
+            ks = self._font(22).render(key, True, TEXT)
+            chip = pygame.Rect(x, y + 10, ks.get_width() + 14, 24)
+            pygame.draw.rect(scr, PANEL, chip, border_radius=5)
+            scr.blit(ks, ks.get_rect(center=chip.center))
+            r = self._text(what, (chip.right + 6, y + 14), 22, DIM)
+            x = r.right + 16
+        if self.message is not None:
+            text, color, until = self.message
+            if now < until:
+                self._text(text, (self.PAD, y + 40), 22, color)
+            else:
+                self.message = None
