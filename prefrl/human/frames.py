@@ -158,6 +158,8 @@ class Prefetcher:
         """The next prepared pair, or None if none is ready yet."""
         with self._lock:
             pair = self._ready.popleft() if self._ready else None
+            if pair is not None and pair.query.id is not None:
+                self._held = self._held | {pair.query.id}  # never prepared twice, even before hold()
         self._wake.set()
         return pair
 

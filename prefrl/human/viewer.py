@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from prefrl.human.frames import PreparedPair, Prefetcher, Size, load_pair
-from prefrl.preferences import PreferenceStore, Query
+from prefrl.preferences import Judgment, PreferenceStore, Query
 from prefrl.types import PrefrlError
 
 # label of each key; None is a skip
@@ -167,6 +167,11 @@ class Viewer:
         """Clock time at which each new pair was first on screen (after the flip)."""
         self.key_times: list[float] = []
         """Clock time at which each key press was handled."""
+        self.judged: list[int] = []
+        """Ids of the judgments made in this window and not undone, oldest first."""
+        self._judged_queries: dict[int, int | None] = {}
+        self.last_undone: Judgment | None = None
+        """The judgment the last Backspace deleted."""
 
     # ---- lifecycle -----------------------------------------------------------------------
     def open(self) -> Viewer:
@@ -292,6 +297,8 @@ class Viewer:
         jid = self.store.add_judgment(
             q.left, q.right, label, source="human", annotator=self.annotator, response_s=response, query_id=q.id
         )
+        self.judged.append(jid)
+        self._judged_queries[jid] = q.id
         self._flash(f"saved #{jid}: {LABEL_NAMES[label]}", GOOD, now)
         self._show(self._next_open_pair())
         self._counts_at = -1e9
@@ -304,6 +311,10 @@ class Viewer:
         if j is None:
             self._flash("nothing to undo", WARN, now)
             return
+        self.last_undone = j
+        if j.id in self.judged:
+            self.judged.remove(j.id)
+        self._judged_queries.pop(j.id, None)
         assert self.prefetcher is not None
         if j.query_id is not None:
             self.prefetcher.discard(j.query_id)
@@ -318,9 +329,11 @@ class Viewer:
         assert self.prefetcher is not None
         while True:
             pair = self.prefetcher.pop()
-            if pair is None or self.shared or pair.query.id is None:
+            if pair is None or pair.query.id is None:
                 return pair
-            if self.store.query_status(pair.query.id) == "pending":
+            if pair.query.id in self._judged_queries.values():
+                continue  # judged in this window meanwhile (e.g. prepared again around an undo)
+            if self.shared or self.store.query_status(pair.query.id) == "pending":
                 return pair  # still wanted (not cancelled by the trainer, not judged by someone else)
 
     def _show(self, pair: PreparedPair | None) -> None:
