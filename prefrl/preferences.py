@@ -487,7 +487,7 @@ def load_dataset(root: str | Path) -> tuple[Clips, Comparisons, list[dict]]:
                 continue
             where = f"{path}:{lineno}"
             try:
-                rec = json.loads(line)
+                rec = json.loads(line.rstrip("\r\n"))  # so the column points into this line
             except json.JSONDecodeError as e:
                 raise PrefrlError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from e
             if not isinstance(rec, dict):

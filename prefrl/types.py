@@ -12,6 +12,7 @@ never trained on (Christiano et al. 2017).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,8 @@ class Clips:
         path = Path(path)
         if not path.is_file():
             raise PrefrlError(f"{path}: no such clips file")
+        if not zipfile.is_zipfile(path):  # else numpy guesses "pickled data" and suggests allow_pickle
+            raise PrefrlError(f"{path}: not an .npz archive (expected arrays `obs`, `acts` saved with numpy.savez)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}

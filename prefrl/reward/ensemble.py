@@ -219,3 +219,12 @@ class RewardEnsemble(nn.Module):
                 raise PrefrlError(
                     f"{where}: clips have action shape {tuple(acts.shape[2:])}, the reward model expects {want}"
                 )
+            n_act = self.spec.act_n
+            if n_act is not None and acts.size:  # discrete: one-hot needs integers in 0..act_n-1
+                if not np.issubdtype(acts.dtype, np.integer):
+                    raise PrefrlError(f"{where}: clips have {acts.dtype} actions, the reward model expects discrete (integer) actions")
+                lo, hi = int(acts.min()), int(acts.max())
+                if lo < 0 or hi >= n_act:
+                    raise PrefrlError(
+                        f"{where}: clips have actions in {lo}..{hi}, the reward model knows {n_act} discrete actions (0..{n_act - 1})"
+                    )

@@ -148,9 +148,10 @@ class RewardTrainer:
             if len(val) == 0:
                 raise PrefrlError("no labeled comparisons to train on (all are skips, or the dataset is empty)")
             train, val = val, Comparisons.empty()  # too few to hold any out
-        hi = max(train.left.max(initial=0), train.right.max(initial=0))
-        if hi >= n_clips:
-            raise PrefrlError(f"comparison refers to clip {hi}, but only {n_clips} clips were given")
+        used = np.concatenate([train.left, train.right, val.left, val.right])  # held-out ones are indexed too
+        bad = used[(used < 0) | (used >= n_clips)]
+        if len(bad):
+            raise PrefrlError(f"comparison refers to clip {int(bad[0])}, but only {n_clips} clips were given (0..{n_clips - 1})")
         epochs = epochs or self.cfg.epochs
         cfg = self.cfg
         n = len(train)
