@@ -100,3 +100,41 @@ def make_demo_store(
     store.set_meta("label_budget", label_budget if label_budget is not None else n_queries)
     store.set_meta("status", status)
     return store, qids
+
+
+def screenshot(out: str | Path, env_id: str = "HalfCheetah-v5", size: tuple[int, int] = (1100, 560)) -> Path:
+    """Open the real viewer on MuJoCo clips, judge one pair, and save the window as a PNG.
+
+    Run under a display (``xvfb-run python -m prefrl.human.demo --screenshot videos/viewer_screenshot.png``).
+    """
+    import tempfile
+    import time
+
+    import pygame
+
+    from prefrl.human.scripted import post_key
+    from prefrl.human.viewer import Viewer, ViewerConfig
+
+    root = Path(tempfile.mkdtemp(prefix="prefrl_shot_")) / "halfcheetah-human"
+    clips = mujoco_clips(env_id, 8, 30, size=(256, 256), seed=1)
+    store, _ = make_demo_store(root, 6, clips=clips, label_budget=40)
+    store.close()
+    with Viewer(root, "alice", cfg=ViewerConfig(width=size[0], height=size[1], clip_fps=20)) as v:
+        end = time.monotonic() + 20
+        while (v.current is None or v.prefetcher.n_ready() == 0) and time.monotonic() < end:
+            v.step(wait=True)
+        post_key("left")
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 0.9:  # the next pair plays a little
+            v.step(wait=True)
+        pygame.image.save(v.screen, str(out))
+        print(f"driver {pygame.display.get_driver()}, window {v.screen.get_size()} -> {out}")
+    return Path(out)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    p = argparse.ArgumentParser(description="viewer demo helpers")
+    p.add_argument("--screenshot", type=Path, required=True, help="PNG to write")
+    screenshot(p.parse_args().screenshot)

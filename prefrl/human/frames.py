@@ -30,11 +30,18 @@ def fit_size(frame_hw: tuple[int, int], box: Size) -> Size:
     return max(1, int(w * s)), max(1, int(h * s))
 
 
+def is_pixel_art(frame: np.ndarray, max_colors: int = 64) -> bool:
+    """True for frames drawn from a small palette (Atari), false for rendered scenes (MuJoCo)."""
+    f = np.ascontiguousarray(frame[::2, ::2])  # (H/2, W/2, 3)
+    packed = (f[..., 0].astype(np.uint32) << 16) | (f[..., 1].astype(np.uint32) << 8) | f[..., 2]
+    return len(np.unique(packed)) <= max_colors
+
+
 def scale_frames(frames: np.ndarray, size: Size) -> np.ndarray:
     """(T, H, W, 3) uint8 -> (T, h, w, 3) uint8 scaled to ``size`` = (w, h).
 
-    Shrinking averages pixels (INTER_AREA); enlarging by 2x or more keeps pixels sharp
-    (nearest neighbour, right for Atari's pixel art); small enlargements interpolate.
+    Shrinking averages pixels (INTER_AREA); enlarging pixel art (Atari's palette) keeps
+    pixels sharp (nearest neighbour); enlarging a rendered scene (MuJoCo) interpolates.
     """
     import cv2
 
@@ -42,7 +49,10 @@ def scale_frames(frames: np.ndarray, size: Size) -> np.ndarray:
     if (w, h) == tuple(size):
         return np.ascontiguousarray(frames)
     s = size[0] / w
-    interp = cv2.INTER_AREA if s < 1 else (cv2.INTER_NEAREST if s >= 2 else cv2.INTER_LINEAR)
+    if s < 1:
+        interp = cv2.INTER_AREA
+    else:
+        interp = cv2.INTER_NEAREST if is_pixel_art(frames[0]) else cv2.INTER_LINEAR
     out = np.empty((t, size[1], size[0], 3), np.uint8)  # (T, h, w, 3)
     for i in range(t):
         cv2.resize(frames[i], size, dst=out[i], interpolation=interp)
@@ -121,6 +131,8 @@ class Prefetcher:
         self.depth = depth
         self.poll_s = poll_s
         self.error: BaseException | None = None
+        self.prep_times: list[float] = []
+        """Seconds each pair took to load and scale (in the background)."""
         self._lock = threading.Lock()
         self._ready: deque[PreparedPair] = deque()
         self._held: set[int] = set()
@@ -194,7 +206,9 @@ class Prefetcher:
                 if need and box is not None:
                     qs = self.store.claim_queries(self.annotator, 1, exclude, shared=self.shared)
                     if qs:
+                        t0 = time.perf_counter()
                         pair = load_pair(self.store, qs[0], box)
+                        self.prep_times.append(time.perf_counter() - t0)
                         with self._lock:
                             self._ready.append(pair)
                         continue

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,8 @@ class Viewer:
         self.frames_drawn = 0
         self.pair_shown_times: list[float] = []
         """Clock time at which each new pair was first on screen (after the flip)."""
+        self.draw_times: deque[float] = deque(maxlen=100_000)
+        """Seconds each displayed frame took (tick, draw and flip): the headroom under 1/fps."""
         self.key_times: list[float] = []
         """Clock time at which each key press was handled."""
         self.judged: list[int] = []
@@ -249,6 +252,7 @@ class Viewer:
             pygame.display.flip()
             self.frames_drawn += 1
             after = self.clock()
+            self.draw_times.append(after - now)
             if self.current is not None and self.shown_at is None:
                 self.shown_at = after
                 self.pair_shown_times.append(after)
@@ -483,15 +487,19 @@ class Viewer:
             stats = f"labeled by you {c['mine']}   ·   left to label {c['open']}"
         else:
             stats = f"labeled {c['all']} (by you {c['mine']})   ·   pending {c['open']}"
-        self._text(stats, (self.PAD, 38), 22, DIM)
+        r = self._text(stats, (self.PAD, 38), 22, DIM)
         budget, done = c.get("budget"), c.get("done")
-        bar = pygame.Rect(w // 2, 40, w // 2 - self.PAD, 12)
-        pygame.draw.rect(scr, PANEL, bar, border_radius=6)
         if isinstance(budget, int) and budget > 0:
-            frac = min(1.0, int(done) / budget)  # type: ignore[arg-type]
-            pygame.draw.rect(scr, ACCENT, (bar.x, bar.y, max(12, int(bar.w * frac)), bar.h), border_radius=6)
             what = "pairs" if self.shared else "label budget"
-            self._text(f"{done} / {budget} {what}", (bar.x - 10, 38), 22, DIM, "topright")
+            label = f"{done} / {budget} {what}"
+            x = max(w // 2, r.right + 24 + self._font(22).size(label)[0] + 10)
+            bar = pygame.Rect(x, 40, w - self.PAD - x, 12)
+            if bar.w >= 40:
+                pygame.draw.rect(scr, PANEL, bar, border_radius=6)
+                frac = min(1.0, int(done) / budget)  # type: ignore[arg-type]
+                if frac > 0:
+                    pygame.draw.rect(scr, ACCENT, (bar.x, bar.y, max(12, int(bar.w * frac)), bar.h), border_radius=6)
+                self._text(label, (bar.x - 10, 38), 22, DIM, "topright")
 
     def _draw_pair(self, now: float) -> None:
         import pygame
@@ -564,13 +572,24 @@ class Viewer:
             (f"{self._key('↑')} E", "equal"), (f"{self._key('↓')} S", "can't tell"),
             ("Space", "replay"), ("Backspace", "undo"), ("Q Esc", "quit"),
         ]
+        font = self._font(22)
+
+        def width(items: list[tuple[str, str]]) -> int:
+            return sum(font.size(k)[0] + font.size(d)[0] + 36 for k, d in items)
+
+        if width(legend) > w - 2 * self.PAD:  # narrow window: short words, then a smaller font
+            short = ["left", "right", "equal", "skip", "replay", "undo", "quit"]
+            legend = [(k, s_) for (k, _), s_ in zip(legend, short)]
+            legend[5] = ("Bksp", "undo")
+            if width(legend) > w - 2 * self.PAD:
+                font = self._font(17)
         x = self.PAD
         for key, what in legend:
-            ks = self._font(22).render(key, True, TEXT)
+            ks = font.render(key, True, TEXT)
             chip = pygame.Rect(x, y + 10, ks.get_width() + 14, 24)
             pygame.draw.rect(scr, PANEL, chip, border_radius=5)
             scr.blit(ks, ks.get_rect(center=chip.center))
-            r = self._text(what, (chip.right + 6, y + 14), 22, DIM)
+            r = self._text(what, (chip.right + 6, y + 14), 22 if font is self._font(22) else 17, DIM)
             x = r.right + 16
         if self.message is not None:
             text, color, until = self.message
