@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +107,43 @@ class RewardEnsemble(nn.Module):
         with self.evaluating():
             r = self._normalise(self(batch)[:, 0])  # (B, M)
         return r.mean(dim=-1).cpu().numpy().astype(np.float32)
+
+    def step_fn(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """A fast reward callable for RL time, snapshotting the current weights.
+
+        Same result as ``predict_step``. For MLP members it runs the stacked members in
+        numpy (one matmul per layer for all members): torch's per-op overhead on
+        single-step batches is ~10x the arithmetic (measured ~345 us vs ~25 us per
+        call for 3 members of 64x64). Other net kinds use ``predict_step``. Call again
+        after each retrain.
+        """
+        from prefrl.reward.nets import MLPRewardNet, encode_actions_np
+
+        if not all(isinstance(m, MLPRewardNet) for m in self.members):
+            return self.predict_step
+        layers = []  # per layer: W (M, in, out), b (M, 1, out)
+        linears = [[mod for mod in m.body if isinstance(mod, nn.Linear)] for m in self.members]
+        for depth in range(len(linears[0])):
+            w = np.stack([lin[depth].weight.detach().cpu().numpy().T for lin in linears]).astype(np.float32)
+            b = np.stack([lin[depth].bias.detach().cpu().numpy()[None] for lin in linears]).astype(np.float32)
+            layers.append((w, b))
+        mean = self.norm_mean.cpu().numpy()[:, None]  # (M, 1)
+        scale = (self.target_std / self.norm_std.cpu().numpy())[:, None]
+        spec, use_actions = self.spec, self.members[0].use_actions
+
+        def fn(obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
+            x = np.asarray(obs, np.float32).reshape(len(obs), -1)
+            if use_actions:
+                x = np.concatenate([x, encode_actions_np(np.asarray(acts), spec)], axis=1)
+            h = x[None]  # (1, B, D) broadcast over members
+            for k, (w, b) in enumerate(layers):
+                h = h @ w + b  # (M, B, out)
+                if k < len(layers) - 1:
+                    h = np.maximum(h, 0.01 * h)  # LeakyReLU(0.01), as in nets.mlp
+            r = (h[..., 0] - mean) * scale  # (M, B)
+            return r.mean(axis=0).astype(np.float32)
+
+        return fn
 
     def predict_clip_returns(
         self, inputs: ArrayBatch, normalised: bool = True, batch_size: int = 256

@@ -19,6 +19,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -125,6 +126,13 @@ def encode_actions(acts: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     if spec.act_n is not None:
         return nn.functional.one_hot(acts.long().reshape(acts.shape[:2]), spec.act_n).float()
     return acts.float().reshape(*acts.shape[:2], -1)
+
+
+def encode_actions_np(acts: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """(B, *act_shape) -> (B, A) float32, the numpy twin of ``encode_actions`` for one step."""
+    if spec.act_n is not None:
+        return np.eye(spec.act_n, dtype=np.float32)[acts.astype(np.int64).reshape(len(acts))]
+    return acts.astype(np.float32).reshape(len(acts), -1)
 
 
 class MLPRewardNet(nn.Module):
