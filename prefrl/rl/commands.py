@@ -53,6 +53,8 @@ class TrainCommand:
     """Write an MP4 of the trained agent (RUN_DIR/videos/agent.mp4)."""
     eval_episodes: int = 5
     """Episodes of the final evaluation (0 = none)."""
+    checkpoint_every: int = 10
+    """PPO rollouts between checkpoints (agent, reward model) for --resume."""
 
     def run(self) -> dict:
         from prefrl.rl.envs import ensure_headless_rendering
@@ -80,6 +82,7 @@ class TrainCommand:
                 task=task, run_dir=str(run_dir), oracle=self.oracle, steps=steps, seed=self.seed,
                 reward=self.reward, reward_model=str(self.reward_model) if self.reward_model else None,
                 eval_episodes=self.eval_episodes, video=self.video, baseline=self.baseline,
+                checkpoint_every=self.checkpoint_every,
             )
         summary = run_training(cfg, resume=self.resume)
         _print_summary(Path(cfg.run_dir), summary)
