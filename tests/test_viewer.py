@@ -327,3 +327,23 @@ def test_sigkill_right_after_the_key_loses_nothing(run_dir):
             (recs[0]["judgment"], 1.0, "kim"), (recs[1]["judgment"], 0.0, "kim")]
         # the killed viewer's claims hold off others only until they lapse
         assert len(s.claim_queries("bob", limit=10, ttl_s=0.0)) == 4
+
+
+def test_the_loop_redraws_only_when_something_changes(run_dir):
+    still = Viewer(run_dir, "alice", cfg=ViewerConfig(width=480, height=320, clip_fps=0.5, poll_s=0.02))
+    still.open()
+    try:
+        settle(still)
+        for _ in range(3):  # counts refresh and the like settle
+            still.step(wait=True)
+        n0, t0 = still.frames_drawn, time.monotonic()
+        while time.monotonic() - t0 < 0.3:
+            still.step(wait=True)
+        assert still.frames_drawn - n0 <= 3  # a still picture costs (almost) nothing
+        still.cfg.clip_fps = still.clip_fps = 60.0
+        n0, t0 = still.frames_drawn, time.monotonic()
+        while time.monotonic() - t0 < 0.3:
+            still.step(wait=True)
+        assert still.frames_drawn - n0 >= 6  # moving clips are drawn every display frame
+    finally:
+        still.close()

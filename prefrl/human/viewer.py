@@ -161,6 +161,8 @@ class Viewer:
         self._redraw = True
         self._box: Size = (0, 0)
         self._fonts: dict[int, object] = {}
+        self._text_cache: dict[tuple, object] = {}
+        self._last_sig: tuple | None = None
         self._font_path: str | None = None
         self._arrows = False
         self.frames_drawn = 0
@@ -246,19 +248,41 @@ class Viewer:
         for ev in events:
             self.handle_event(ev)
         now = self.clock()
-        if not wait or self._redraw or now >= self._next_frame:
-            self.tick(now)
-            self.draw(now)
-            pygame.display.flip()
-            self.frames_drawn += 1
-            after = self.clock()
-            self.draw_times.append(after - now)
-            if self.current is not None and self.shown_at is None:
-                self.shown_at = after
-                self.pair_shown_times.append(after)
-            self._redraw = False
-            period = 1.0 / self.cfg.fps
-            self._next_frame = self._next_frame + period if now - self._next_frame < period else now + period
+        due = self._next_frame
+        period = 1.0 / self.cfg.fps
+        if not wait or self._redraw or now >= due:
+            # content for the frame's due time, not the (jittery) wake-up time: at clip_fps == fps
+            # every display frame then shows the next clip frame, none twice, none skipped
+            t = due if wait and 0.0 <= now - due < period else now
+            self.tick(t)
+            sig = self._signature(t)
+            if not wait or self._redraw or sig != self._last_sig:  # nothing changed: no redraw, no flip
+                last = self._last_sig
+                if wait and not self._redraw and last is not None and sig[1:] == last[1:] and sig[0] is not None \
+                        and last[0] is not None and sig[0][0] == last[0][0]:
+                    pygame.display.update(self._draw_frames(t))  # only the clips moved: update just them
+                else:
+                    self.draw(t)
+                    pygame.display.flip()
+                self.frames_drawn += 1
+                after = self.clock()
+                self.draw_times.append(after - now)
+                if self.current is not None and self.shown_at is None:
+                    self.shown_at = after
+                    self.pair_shown_times.append(after)
+                self._redraw = False
+                self._last_sig = sig
+            self._next_frame = due + period if now - due < period else now + period
+
+    def _signature(self, now: float) -> tuple:
+        """What the window shows at ``now``; an unchanged signature needs no redraw (the trainer keeps the CPU)."""
+        msg = self.message[0] if self.message is not None and now < self.message[2] else None
+        if self.current is None and not self.finished:
+            anim = int(now * self.cfg.fps)  # the spinner turns
+        else:
+            anim = None
+        cur = None if self.current is None else (id(self.current), self.frame_index(now))
+        return (cur, anim, msg, tuple(self.counts.values()), self.finished, self._box)
 
     # ---- events --------------------------------------------------------------------------
     def handle_event(self, ev) -> None:
@@ -407,8 +431,8 @@ class Viewer:
             return 0
         n = self.current.length
         period = n / self.clip_fps + self.cfg.hold_s
-        local = (now - self.play_t0) % period
-        return min(int(local * self.clip_fps), n - 1)
+        local = max(0.0, now - self.play_t0) % period
+        return min(int(local * self.clip_fps + 1e-6), n - 1)
 
     # ---- drawing -------------------------------------------------------------------------
     HEADER_H = 62
@@ -456,8 +480,18 @@ class Viewer:
         self._font(20)
         return arrow if self._arrows else {"←": "Left", "→": "Right", "↑": "Up", "↓": "Down"}[arrow]
 
+    def _render(self, text: str, size: int, color: tuple[int, int, int]):
+        """A text surface, rendered once per (text, size, color)."""
+        key = (text, size, color)
+        surf = self._text_cache.get(key)
+        if surf is None:
+            if len(self._text_cache) > 512:
+                self._text_cache.clear()
+            surf = self._text_cache[key] = self._font(size).render(text, True, color)
+        return surf
+
     def _text(self, text: str, pos: tuple[int, int], size: int = 24, color=TEXT, anchor: str = "topleft") -> object:
-        surf = self._font(size).render(text, True, color)
+        surf = self._render(text, size, color)
         rect = surf.get_rect(**{anchor: pos})
         self.screen.blit(surf, rect)  # type: ignore[union-attr]
         return rect
@@ -506,29 +540,40 @@ class Viewer:
 
         pair = self.current
         assert pair is not None and self.screen is not None
-        scr = self.screen
-        i = self.frame_index(now)
         top = self.HEADER_H + self.PAD
         bw, bh = self._box
         keys = (f"{self._key('←')} or 1", f"{self._key('→')} or 2")
         for side in (0, 1):
             x0 = self.PAD + side * (bw + self.PAD)
-            panel = pygame.Rect(x0, top, bw, bh)
-            pygame.draw.rect(scr, PANEL, panel)
-            frames = pair.surfaces[side]
-            surf = frames[min(i, len(frames) - 1)]
-            scr.blit(surf, surf.get_rect(center=panel.center))
-            name = ("LEFT", "RIGHT")[side]
+            pygame.draw.rect(self.screen, PANEL, (x0, top, bw, bh))
             clip = (pair.query.left, pair.query.right)[side]
             cap_y = top + bh + 8
-            r = self._text(name, (x0, cap_y), 30)
+            r = self._text(("LEFT", "RIGHT")[side], (x0, cap_y), 30)
             self._text(f"[{keys[side]}]", (r.right + 12, cap_y + 2), 26, ACCENT)
             self._text(f"clip {clip}", (x0 + bw, cap_y + 4), 20, DIM, "topright")
-        # shared playback position
-        y = top + bh + 2
-        full = scr.get_width() - 2 * self.PAD
-        pygame.draw.rect(scr, PANEL, (self.PAD, y, full, 3))
-        pygame.draw.rect(scr, DIM, (self.PAD, y, int(full * (i + 1) / pair.length), 3))
+        self._draw_frames(now)
+
+    def _draw_frames(self, now: float) -> list:
+        """Blit both clips' frames for ``now`` and the playback bar; returns the rects drawn."""
+        import pygame
+
+        pair = self.current
+        assert pair is not None and self.screen is not None
+        scr = self.screen
+        i = self.frame_index(now)
+        top = self.HEADER_H + self.PAD
+        bw, bh = self._box
+        rects = []
+        for side in (0, 1):
+            panel = pygame.Rect(self.PAD + side * (bw + self.PAD), top, bw, bh)
+            frames = pair.surfaces[side]
+            surf = frames[min(i, len(frames) - 1)]  # every frame of a clip has one size: it covers the last
+            rects.append(scr.blit(surf, surf.get_rect(center=panel.center)))
+        bar = pygame.Rect(self.PAD, top + bh + 2, scr.get_width() - 2 * self.PAD, 3)  # shared playback position
+        pygame.draw.rect(scr, PANEL, bar)
+        pygame.draw.rect(scr, DIM, (bar.x, bar.y, int(bar.w * (i + 1) / pair.length), bar.h))
+        rects.append(bar)
+        return rects
 
     def _draw_waiting(self, now: float) -> None:
         import pygame
@@ -585,7 +630,7 @@ class Viewer:
                 font = self._font(17)
         x = self.PAD
         for key, what in legend:
-            ks = font.render(key, True, TEXT)
+            ks = self._render(key, 22 if font is self._font(22) else 17, TEXT)
             chip = pygame.Rect(x, y + 10, ks.get_width() + 14, 24)
             pygame.draw.rect(scr, PANEL, chip, border_radius=5)
             scr.blit(ks, ks.get_rect(center=chip.center))
