@@ -111,6 +111,7 @@ class PreferenceCallback(BaseCallback):
         progress: progress.csv writer.
         pool_factor: candidate pairs per query (disagreement).
         reward_epochs: epochs per retrain.
+        retrain_fraction: retrain once new labels reach this fraction of those in the last fit.
         keep_frames: store rendered frames with labeled clips.
         checkpoint_fn: called with the callback every ``checkpoint_every`` rollouts and at the end.
         checkpoint_every: rollouts between checkpoints.
@@ -128,6 +129,7 @@ class PreferenceCallback(BaseCallback):
         progress: ProgressWriter,
         pool_factor: int = 10,
         reward_epochs: int = 5,
+        retrain_fraction: float = 0.05,
         keep_frames: bool = False,
         checkpoint_fn=None,
         checkpoint_every: int = 10,
@@ -147,6 +149,8 @@ class PreferenceCallback(BaseCallback):
         self.progress = progress
         self.pool_factor = pool_factor
         self.reward_epochs = reward_epochs
+        self.retrain_fraction = retrain_fraction
+        self.labels_at_fit = 0
         self.keep_frames = keep_frames
         self.checkpoint_fn = checkpoint_fn
         self.checkpoint_every = checkpoint_every
@@ -167,7 +171,7 @@ class PreferenceCallback(BaseCallback):
             else:
                 self._enqueue_for_humans(t)
         new = self.store.judgments(since_id=self.last_judgment_id)
-        if new:
+        if new and len(new) >= max(1.0, self.retrain_fraction * self.labels_at_fit):
             self.last_judgment_id = new[-1].id
             self.retrain(self.reward_epochs)
         self._log(t)
@@ -203,6 +207,7 @@ class PreferenceCallback(BaseCallback):
     def retrain(self, epochs: int) -> dict[str, float]:
         """Fit the ensemble on every judgment so far and hand the new reward to the env."""
         clips, comps, _ = self.store.training_data()
+        self.labels_at_fit = len(comps)
         if clips is None or len(comps.labeled()) == 0:
             return {}
         m = self.trainer.fit(clips.model_inputs(), comps, epochs=epochs)

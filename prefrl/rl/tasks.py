@@ -106,12 +106,14 @@ class PrefsConfig:
     """Label rate decays as H / (T + H) with T env steps (Christiano, MuJoCo: H = 2e6)."""
     query: str = "disagreement"
     """Query selection: `disagreement` or `random`."""
-    pool_size: int = 2000
-    """Recent clips kept as query candidates."""
+    pool_size: int = 500
+    """Recent clips kept as query candidates (Christiano: clips of recent trajectories)."""
     pool_factor: int = 10
     """Candidate pairs drawn per query for disagreement selection."""
     reward_epochs: int = 5
     """Reward-model epochs per retrain during training (warm-started)."""
+    retrain_fraction: float = 0.05
+    """Retrain once the new labels reach this fraction of those in the last fit (at least 1 new label)."""
     initial_epochs: int = 40
     """Reward-model epochs on the initial labels."""
     members: int = 3

@@ -315,6 +315,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
         callback = PreferenceCallback(
             wrapper, trainer, store, schedule, oracle, task.prefs.query, rng, progress,
             pool_factor=task.prefs.pool_factor, reward_epochs=task.prefs.reward_epochs,
+            retrain_fraction=task.prefs.retrain_fraction,
             keep_frames=cfg.keep_frames, checkpoint_fn=checkpoint, checkpoint_every=cfg.checkpoint_every,
             t0=t0, wall_offset=wall_offset,
         )

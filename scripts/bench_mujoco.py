@@ -1,0 +1,126 @@
+"""Learned-reward PPO (synthetic labels) vs true-reward PPO on MuJoCo, side by side.
+
+For each task and seed, the two arms run at the same time as two processes (so both
+see the same machine load), with the same env steps, seed, PPO settings and env
+stack; only the reward differs. Reports per task the final true return ratio
+(learned / true; target >= 0.9, Christiano et al. 2017 report near-parity with 700
+labels) and the wall-time ratio (learned / true; target <= 1.2).
+
+    python scripts/bench_mujoco.py --steps 1000000 --labels 700 --tasks half-cheetah hopper walker2d
+
+An interrupted benchmark picks up where it stopped (finished runs are skipped,
+started ones are resumed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_pair(task: str, seed: int, steps: int, labels: int, out: Path) -> dict[str, dict]:
+    procs = {}
+    for arm in ("learned", "true"):
+        run_dir = out / f"{task}-{arm}-s{seed}"
+        if (run_dir / "summary.json").exists():
+            continue
+        cmd = [sys.executable, "-m", "prefrl.cli", "train", "--task", task, "--reward", arm, "--seed", str(seed),
+               "--steps", str(steps), "--labels", str(labels), "--run-dir", str(run_dir), "--eval-episodes", "10",
+               "--no-video"]
+        if (run_dir / "config.json").exists():
+            cmd += ["--resume"]
+        log = open(out / f"{task}-{arm}-s{seed}.log", "w")
+        procs[arm] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                       env=dict(os.environ, MUJOCO_GL="egl")), log)
+    for arm, (p, log) in procs.items():
+        if p.wait() != 0:
+            raise SystemExit(f"{task} {arm} seed {seed} failed: see {log.name}")
+        log.close()
+    return {arm: json.loads((out / f"{task}-{arm}-s{seed}" / "summary.json").read_text()) for arm in ("learned", "true")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=["half-cheetah", "hopper", "walker2d"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--steps", type=int, default=1_000_000)
+    ap.add_argument("--labels", type=int, default=700)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench_out" / "mujoco")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    for task in args.tasks:
+        res = [run_pair(task, s, args.steps, args.labels, args.out) for s in args.seeds]
+        learned_eval = np.mean([r["learned"]["eval_return_mean"] for r in res])
+        true_eval = np.mean([r["true"]["eval_return_mean"] for r in res])
+        learned_train = np.mean([r["learned"]["true_return_mean"] for r in res])
+        true_train = np.mean([r["true"]["true_return_mean"] for r in res])
+        wall_l = np.mean([r["learned"]["wall_s"] for r in res])
+        wall_t = np.mean([r["true"]["wall_s"] for r in res])
+        rows.append({
+            "task": task, "steps": args.steps, "labels": args.labels, "seeds": len(args.seeds),
+            "learned_eval": learned_eval, "true_eval": true_eval,
+            "return_ratio": learned_eval / true_eval if true_eval else float("nan"),
+            "learned_train": learned_train, "true_train": true_train,
+            "wall_learned": wall_l, "wall_true": wall_t, "wall_ratio": wall_l / wall_t,
+        })
+        print(json.dumps(rows[-1]), flush=True)
+
+    lines = [
+        f"Command: `python scripts/bench_mujoco.py --steps {args.steps} --labels {args.labels} "
+        f"--tasks {' '.join(args.tasks)} --seeds {' '.join(map(str, args.seeds))}`",
+        "",
+        "| task | env steps | labels | seeds | true return, learned reward | true return, true reward | return ratio | "
+        "train-episode return (learned / true) | wall s (learned / true) | wall-time ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['steps']:,} | {r['labels']} | {r['seeds']} | {r['learned_eval']:.0f} | {r['true_eval']:.0f} | "
+            f"{r['return_ratio']:.2f} | {r['learned_train']:.0f} / {r['true_train']:.0f} | "
+            f"{r['wall_learned']:.0f} / {r['wall_true']:.0f} | {r['wall_ratio']:.2f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    (args.out / "table.md").write_text(table + "\n")
+    try:
+        _plot(args, rows)
+    except Exception as e:  # a plot is a bonus; the table is the result
+        print(f"plot failed: {e}")
+
+
+def _plot(args, rows) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prefrl.plots import read_progress
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 3.6), dpi=100, squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        for arm, label in (("learned", f"learned reward ({args.labels} labels)"), ("true", "true reward")):
+            for s in args.seeds:
+                p = read_progress(args.out / f"{r['task']}-{arm}-s{s}" / "progress.csv")
+                ax.plot(p["timesteps"], p["true_return_mean"], label=label if s == args.seeds[0] else None,
+                        color="C0" if arm == "learned" else "C1", alpha=0.8)
+        ax.set_title(r["task"])
+        ax.set_xlabel("env steps")
+        ax.set_ylabel("true episode return")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.out / "bench_mujoco.png")
+
+
+if __name__ == "__main__":
+    main()
