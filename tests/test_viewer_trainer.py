@@ -132,6 +132,76 @@ def test_trainer_and_viewer_processes_share_one_store(tmp_path):
     assert len(news) == len(set(news)) and set(kept) <= set(news) <= set(made)
 
 
+# `prefrl train --oracle human` itself, with PreferenceStore.training_data wrapped so that each
+# reward-model fit logs the judgment ids it trained on (one snapshot, exactly what the fit saw)
+REAL_TRAINER = r'''
+import json, sys
+from prefrl.cli import main
+from prefrl.preferences import PreferenceStore
+
+log = open(sys.argv[1], "w")
+orig_training_data, orig_judgments = PreferenceStore.training_data, PreferenceStore.judgments
+
+def training_data(self):
+    snap = orig_judgments(self)
+    self.judgments = lambda since_id=0: [j for j in snap if j.id > since_id]
+    try:
+        out = orig_training_data(self)
+    finally:
+        del self.judgments
+    log.write(json.dumps({"fit": [j.id for j in snap], "labels": [j.label for j in snap]}) + "\n")
+    log.flush()
+    return out
+
+PreferenceStore.training_data = training_data
+main(sys.argv[2:])
+'''
+
+
 @pytest.mark.skipif(not (REPO / "prefrl" / "rl" / "commands.py").exists(), reason="prefrl train not built yet")
 def test_real_prefrl_train_with_human_oracle_and_viewer(tmp_path):
-    pytest.skip("enabled once `prefrl train --oracle human` is committed")
+    run = tmp_path / "run"
+    (tmp_path / "trainer.py").write_text(REAL_TRAINER)
+    env = dict(_env(), MUJOCO_GL="egl")
+    trainer = subprocess.Popen(
+        [sys.executable, str(tmp_path / "trainer.py"), str(tmp_path / "fits.jsonl"), "train", "--task", "quick",
+         "--oracle", "human", "--labels", "8", "--steps", "2048", "--run-dir", str(run), "--no-video",
+         "--eval-episodes", "0"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(1200):  # the store appears once the trainer has started
+        if (run / "prefs.sqlite").exists():
+            break
+        assert trainer.poll() is None, trainer.communicate()
+        time.sleep(0.05)
+    viewer = subprocess.run(
+        [sys.executable, "-m", "prefrl.human.scripted", "--run-dir", str(run), "--annotator", "ann",
+         "--keys", "left,undo,right", "--then", "oracle", "--delay-s", "0.02",
+         "--log", str(tmp_path / "keys.jsonl"), "--timeout-s", "150"],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    out, err = trainer.communicate(timeout=120)
+    assert trainer.returncode == 0, err[-3000:]
+    assert viewer.returncode == 0, viewer.stderr[-3000:]
+    keys = _lines(tmp_path / "keys.jsonl")
+    assert keys[-1]["done"] and keys[-1]["finished"]  # the viewer left when the run finished
+    made = [k["judgment"] for k in keys if "judgment" in k]
+    kept = keys[-1]["judged"]
+    assert [k["undone"] for k in keys if "undone" in k] == [made[0]]
+    with PreferenceStore(run, create=False) as s:
+        js = s.judgments()
+    assert [j.id for j in js] == kept  # none lost, none twice
+    assert len({j.query_id for j in js}) == len(js)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["labels"] == len(kept)
+    fits = _lines(tmp_path / "fits.jsonl")
+    trained = {i for f in fits for i in f["fit"]}
+    last_fit = fits[-1]["fit"]
+    by_id = {j.id: j.label for j in js}
+    assert all(by_id.get(i, lab) == lab for f in fits for i, lab in zip(f["fit"], f["labels"]))
+    # every judgment made before the trainer's last fit reached it, with the label that was pressed
+    assert [i for i in kept if i <= max(last_fit)] == last_fit
+    late = sorted(set(kept) - trained)
+    assert all(i > max(last_fit) for i in late)
+    if late:  # judged after the last PPO rollout ended: stored, but the saved reward model never saw them
+        pytest.xfail(f"prefrl train does not refit on judgments {late} that arrived after its last rollout")
+    assert last_fit == kept
