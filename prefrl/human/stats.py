@@ -87,8 +87,13 @@ def annotator_stats(judgments: list[Judgment]) -> dict:
 
 def store_stats(store: PreferenceStore) -> dict:
     """``annotator_stats`` over every judgment in ``store``, plus queue counts."""
-    out = annotator_stats(store.judgments())
-    out["pending"] = store.count_pending()
+    js = store.judgments()
+    out = annotator_stats(js)
+    if store.get_meta("mode") == "dataset":  # every annotator labels every pair: what is left for each
+        people = sorted({j.annotator for j in js if j.query_id is not None and j.annotator})
+        out["left_to_label"] = {who: store.count_open(who, shared=True) for who in people}
+    else:
+        out["pending"] = store.count_pending()
     return out
 
 
@@ -116,6 +121,8 @@ def format_stats(stats: dict) -> str:
         lines.append("agreement: needs judgments from two or more annotators")
     if "pending" in stats:
         lines.append(f"pending queries: {stats['pending']}")
+    if stats.get("left_to_label"):
+        lines.append("left to label: " + ", ".join(f"{w} {n}" for w, n in stats["left_to_label"].items()))
     return "\n".join(lines)
 
 
