@@ -19,7 +19,7 @@ pygame = pytest.importorskip("pygame")
 
 from prefrl.human.demo import make_demo_store, synthetic_clips  # noqa: E402
 from prefrl.human.frames import wait_until  # noqa: E402
-from prefrl.human.scripted import drive, post_key, press  # noqa: E402
+from prefrl.human.scripted import post_key, press  # noqa: E402
 from prefrl.human.viewer import Viewer, ViewerConfig, init_display  # noqa: E402
 from prefrl.preferences import PreferenceStore  # noqa: E402
 from prefrl.types import PrefrlError  # noqa: E402
@@ -330,7 +330,8 @@ def test_sigkill_right_after_the_key_loses_nothing(run_dir):
 
 
 def test_the_loop_redraws_only_when_something_changes(run_dir):
-    still = Viewer(run_dir, "alice", cfg=ViewerConfig(width=480, height=320, clip_fps=0.5, poll_s=0.02))
+    cfg = ViewerConfig(width=480, height=320, clip_fps=0.5, hold_s=0.0, poll_s=0.02)
+    still = Viewer(run_dir, "alice", cfg=cfg)
     still.open()
     try:
         settle(still)
@@ -347,3 +348,18 @@ def test_the_loop_redraws_only_when_something_changes(run_dir):
         assert still.frames_drawn - n0 >= 6  # moving clips are drawn every display frame
     finally:
         still.close()
+
+
+def test_a_double_tap_judges_only_the_pair_on_screen(run_dir):
+    v = open_viewer(run_dir)
+    try:
+        settle(v)
+        first = v.current.query.id
+        post_key("left")
+        post_key("left")  # both keys are in the queue before the next pair is drawn
+        v.step()
+        js = v.store.judgments()
+        assert [j.query_id for j in js] == [first]
+        assert "not on screen yet" in v.message[0]
+    finally:
+        v.close()

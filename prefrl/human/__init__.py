@@ -7,6 +7,7 @@ import os
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
+from prefrl.human.oracle import HumanOracle  # noqa: E402
 from prefrl.human.viewer import Viewer, ViewerConfig  # noqa: E402
 
-__all__ = ["Viewer", "ViewerConfig"]
+__all__ = ["HumanOracle", "Viewer", "ViewerConfig"]

@@ -320,8 +320,11 @@ class Viewer:
         if self.current is None:
             self._flash("no pair on screen to judge", WARN, now)
             return None
+        if self.shown_at is None:  # e.g. a double tap: the second key must not judge a pair never seen
+            self._flash("that pair was not on screen yet: key ignored", WARN, now)
+            return None
         q = self.current.query
-        response = None if self.shown_at is None else max(0.0, now - self.shown_at)
+        response = max(0.0, now - self.shown_at)
         jid = self.store.add_judgment(
             q.left, q.right, label, source="human", annotator=self.annotator, response_s=response, query_id=q.id
         )
