@@ -165,6 +165,7 @@ class Viewer:
         self._last_sig: tuple | None = None
         self._font_path: str | None = None
         self._arrows = False
+        self._closed = False
         self.frames_drawn = 0
         self.pair_shown_times: list[float] = []
         """Clock time at which each new pair was first on screen (after the flip)."""
@@ -193,9 +194,12 @@ class Viewer:
         return self
 
     def close(self) -> None:
-        """Stop prefetching, give back unjudged claims, close the window."""
+        """Stop prefetching, give back unjudged claims, close the window (idempotent)."""
         import pygame
 
+        if self._closed:
+            return
+        self._closed = True
         held = [] if self.current is None or self.current.query.id is None else [self.current.query.id]
         if self.prefetcher is not None:
             held += self.prefetcher.stop()
