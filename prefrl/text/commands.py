@@ -1,0 +1,434 @@
+"""``prefrl text ...`` commands (thin dataclass wrappers over ``prefrl.text.pipeline``).
+
+    prefrl text corpus  --out data/                         # demo review corpus + prompts
+    prefrl text sft     --data data/sft.jsonl --out runs/sft  # tiny GPT-2 from scratch (or --model DIR)
+    prefrl text label   --policy runs/sft --prompts data/prompts.jsonl --out prefs.jsonl --oracle vader
+    prefrl text reward  prefs.jsonl --init-from runs/sft --out runs/rm   # + runs/rm/hf (HF export)
+    prefrl text ppo     --policy runs/sft --reward-model runs/rm --prompts data/prompts.jsonl --out runs/ppo
+    prefrl text dpo     prefs.jsonl --policy runs/sft --out runs/dpo
+    prefrl text eval    --policy runs/ppo/policy --ref runs/sft --prompts data/eval_prompts.jsonl --oracle vader
+    prefrl text sample / score / export / demo
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+from prefrl.text import require_transformers
+from prefrl.text.config import DPOConfig, PPOConfig, SampleConfig, SFTConfig, TinyGPTConfig
+from prefrl.text.data import read_preferences, read_prompts, read_sft, write_jsonl
+from prefrl.types import PrefrlError
+
+Positional = tyro.conf.Positional
+
+
+def _print(title: str, metrics: dict) -> None:
+    print(title)
+    for k, v in metrics.items():
+        print(f"  {k:32s} {v:.4g}" if isinstance(v, float) else f"  {k:32s} {v}")
+
+
+def _save_config(out: Path, cmd: object) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps({"command": type(cmd).__name__, **asdict(cmd)}, indent=2, default=str))
+
+
+@dataclass
+class OracleArgs:
+    oracle: str = "vader"
+    """Text oracle: vader (sentiment), keyword, length."""
+    teacher: str = "synthetic"
+    """Scripted-teacher noise (core oracles): synthetic, stochastic, myopic, mistake, skip, equal."""
+    beta: float | None = None
+    """Override the teacher's rationality beta (stochastic)."""
+    eps_mistake: float | None = None
+    """Override the teacher's mistake probability."""
+    on: str = "completion"
+    """Score the `completion` alone or the `full` prompt + completion."""
+
+    def build(self, seed: int = 0):
+        from prefrl.text.oracles import TextOracle
+
+        knobs = {k: v for k, v in (("beta", self.beta), ("eps_mistake", self.eps_mistake)) if v is not None}
+        return TextOracle(self.oracle, self.teacher, np.random.default_rng(seed), on=self.on, **knobs)
+
+
+@dataclass
+class RewardTrainArgs:
+    """Core ``RewardTrainConfig`` fields, with defaults that suit a small transformer."""
+
+    lr: float = 2e-4
+    """Adam learning rate."""
+    epochs: int = 10
+    """Maximum epochs (early stopping on validation loss)."""
+    batch_size: int = 32
+    """Comparisons per minibatch."""
+    patience: int = 3
+    """Epochs without a better validation loss before stopping."""
+    l2: float = 1e-6
+    """Initial L2 coefficient (adapted so val loss stays 1.1-1.5x train loss)."""
+    noise_eps: float = 0.05
+    """Label-noise probability in the Bradley-Terry model."""
+    val_fraction: float = 0.3679
+    """Held-out fraction of comparisons (Christiano et al.: 1/e)."""
+
+    def to_config(self):
+        from prefrl.reward.trainer import RewardTrainConfig
+
+        return RewardTrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, patience=self.patience,
+                                 l2=self.l2, noise_eps=self.noise_eps, val_fraction=self.val_fraction)
+
+
+# ---- commands -------------------------------------------------------------------------------
+@dataclass
+class TextCorpus:
+    """Write the demo corpus: review SFT data and prompts ("continue a review positively")."""
+
+    out: Path
+    """Output directory (sft.jsonl, prompts.jsonl, eval_prompts.jsonl)."""
+    n_sft: int = 6000
+    """SFT examples (positive / negative / neutral / mixed reviews)."""
+    n_prompts: int = 1000
+    """Training prompts for PPO and labeling."""
+    n_eval_prompts: int = 256
+    """Held-out prompts for evaluation."""
+    seed: int = 0
+
+    def run(self) -> dict:
+        from prefrl.text.pipeline import make_demo_data
+
+        paths = make_demo_data(self.out, self.n_sft, self.n_prompts, self.n_eval_prompts, self.seed)
+        print("\n".join(f"{k:14s} -> {v}" for k, v in paths.items()))
+        return paths
+
+
+@dataclass
+class TextSFT:
+    """Supervised fine-tuning on {"prompt", "completion"} lines (tiny GPT-2 from scratch unless --model)."""
+
+    data: Path
+    """SFT JSONL file."""
+    out: Path
+    """Output model directory (Hugging Face format)."""
+    model: Path | None = None
+    """Local Hugging Face causal-LM checkpoint to start from; none = a tiny GPT-2 and BPE tokenizer made on the data."""
+    tiny: TinyGPTConfig = field(default_factory=TinyGPTConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    seed: int = 0
+
+    def run(self) -> dict:
+        from prefrl.text.pipeline import run_sft
+
+        require_transformers()
+        _save_config(self.out, self)
+        m = run_sft(self.data, self.out, self.model, self.tiny, self.sft, self.seed)
+        _print(f"SFT model -> {self.out}", m)
+        return m
+
+
+@dataclass
+class TextSample:
+    """Sample completions from a model (writes {"prompt", "completion"[, "score"]} lines)."""
+
+    policy: Path
+    """Model directory."""
+    prompts: Path
+    """JSONL with a `prompt` per line."""
+    out: Path
+    """Output JSONL."""
+    n: int = 1
+    """Completions per prompt."""
+    limit: int | None = None
+    """Use only the first this-many prompts."""
+    oracle: str | None = None
+    """Add the score of this text oracle (vader, keyword, length)."""
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    seed: int = 0
+
+    def run(self) -> list[dict]:
+        from prefrl.text.lm import load_lm, sample_texts
+        from prefrl.text.oracles import TextOracle
+
+        lm, tok = load_lm(self.policy)
+        prompts = [p for p in read_prompts(self.prompts)[: self.limit] for _ in range(self.n)]
+        texts = sample_texts(lm, tok, prompts, self.sample, self.seed)
+        rows = [{"prompt": p, "completion": c} for p, c in zip(prompts, texts)]
+        if self.oracle:
+            scores = TextOracle(self.oracle).score(prompts, texts)
+            for r, s in zip(rows, scores.tolist()):
+                r["score"] = s
+        write_jsonl(self.out, rows)
+        print(f"sampled {len(rows)} completions -> {self.out}")
+        return rows
+
+
+@dataclass
+class TextLabel:
+    """Sample completions and label them with a text oracle (+ scripted-teacher noise) into a preference file."""
+
+    policy: Path
+    """Model to sample from (usually the SFT model)."""
+    prompts: Path
+    """JSONL with a `prompt` per line."""
+    out: Path
+    """Output preference JSONL."""
+    limit: int | None = None
+    """Use only the first this-many prompts (one labeled line per prompt)."""
+    format: str = "trl"
+    """Output format: trl (prompt/chosen/rejected), vertex (input_text/candidate_0/candidate_1/choice), kwise."""
+    k: int = 2
+    """Completions sampled per prompt (kwise: ranked; trl/vertex: one pair chosen among them)."""
+    reward_model: Path | None = None
+    """With k > 2 and an ensemble: pick the pair the members disagree on most."""
+    oracle: OracleArgs = field(default_factory=OracleArgs)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    seed: int = 0
+
+    def run(self) -> dict:
+        from prefrl.text.pipeline import label_samples
+
+        prompts = read_prompts(self.prompts)[: self.limit]
+        m = label_samples(self.policy, prompts, self.out, self.oracle.build(self.seed), self.format, self.k, self.sample,
+                          self.seed, self.reward_model)
+        _print(f"preferences -> {self.out}", m)
+        return m
+
+
+@dataclass
+class TextReward:
+    """Fit a text reward model (transformer + scalar head) on preference JSONL with the core trainer."""
+
+    data: Positional[list[Path]]
+    """Preference JSONL files (TRL, Vertex or K-wise lines, mixed freely)."""
+    out: Path
+    """Output directory: reward.pt + tokenizer/ + hf/ (Hugging Face export of member 0)."""
+    init_from: Path
+    """Local Hugging Face checkpoint whose backbone starts each member (usually the SFT model)."""
+    members: int = 1
+    """Ensemble size (each member on its own bootstrap)."""
+    max_length: int | None = None
+    """Tokens kept per prompt + completion (default: the model's positions)."""
+    eval_data: list[Path] = field(default_factory=list)
+    """Held-out preference files to report test accuracy on."""
+    train: RewardTrainArgs = field(default_factory=RewardTrainArgs)
+    seed: int = 0
+
+    def run(self) -> dict:
+        from prefrl.text.pipeline import fit_reward
+
+        _save_config(self.out, self)
+        _, m = fit_reward(list(self.data), self.out, self.init_from, self.train.to_config(), self.members, self.max_length, self.seed,
+                          list(self.eval_data) or None)
+        _print(f"text reward model -> {self.out} (HF export: {self.out / 'hf'})", m)
+        return m
+
+
+@dataclass
+class TextPPO:
+    """PPO with a per-token KL penalty to the frozen reference, against a text reward model."""
+
+    policy: Path
+    """Model to train (usually the SFT model); also the reference unless --ref."""
+    prompts: Path
+    """Training prompts (JSONL with `prompt`)."""
+    out: Path
+    """Run directory: policy/ (HF), progress.csv, tb/, summary.json, config.json."""
+    reward_model: Path | None = None
+    """Text reward model directory (from `prefrl text reward`)."""
+    reward_oracle: str | None = None
+    """Optimise a text oracle's score directly instead (ablation: vader, keyword, length)."""
+    ref: Path | None = None
+    """Reference model for the KL penalty (default: the starting policy)."""
+    watch_oracle: str | None = "vader"
+    """Log this oracle's score of the samples (never used for training); none to disable."""
+    ptx_data: Path | None = None
+    """SFT JSONL for the pretraining mix (with --ppo.ptx-coef > 0)."""
+    normalise_reference: bool = True
+    """Re-normalise the reward model so the reference's completions average 0, std 1."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    tensorboard: bool = True
+    """Write TensorBoard logs to out/tb."""
+    seed: int = 0
+
+    def run(self) -> dict:
+        from prefrl.text.oracles import TextOracle
+        from prefrl.text.pipeline import run_ppo
+
+        _save_config(self.out, self)
+        m = run_ppo(
+            self.policy, read_prompts(self.prompts), self.out, self.ppo, self.sample, self.reward_model,
+            TextOracle(self.reward_oracle) if self.reward_oracle else None, self.ref,
+            TextOracle(self.watch_oracle) if self.watch_oracle else None, self.ptx_data, self.normalise_reference,
+            self.seed, self.tensorboard,
+        )
+        _print(f"PPO policy -> {self.out / 'policy'}", m)
+        return m
+
+
+@dataclass
+class TextDPO:
+    """Direct preference optimisation on preference JSONL (beta 0.1 by default)."""
+
+    data: Positional[list[Path]]
+    """Preference JSONL files (TRL, Vertex or K-wise)."""
+    policy: Path
+    """Model to train (usually the SFT model); also the reference unless --ref."""
+    out: Path
+    """Run directory: policy/ (HF), progress.csv, tb/, summary.json."""
+    ref: Path | None = None
+    """Reference model (default: the starting policy)."""
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    tensorboard: bool = True
+    """Write TensorBoard logs to out/tb."""
+    seed: int = 0
+
+    def run(self) -> dict:
+        from prefrl.text.pipeline import run_dpo
+
+        _save_config(self.out, self)
+        m = run_dpo(self.policy, list(self.data), self.out, self.dpo, self.ref, self.seed, self.tensorboard)
+        _print(f"DPO policy -> {self.out / 'policy'}", m)
+        return m
+
+
+@dataclass
+class TextEval:
+    """Evaluate a policy on prompts: oracle score, reward-model score, KL to a reference, diversity."""
+
+    policy: Path
+    """Model directory."""
+    prompts: Path
+    """Held-out prompts (JSONL with `prompt`)."""
+    ref: Path | None = None
+    """Reference model for the KL (nats per completion)."""
+    oracle: str | None = "vader"
+    """Text oracle to score with."""
+    reward_model: Path | None = None
+    """Also report this reward model's mean score."""
+    limit: int | None = None
+    """Use only the first this-many prompts."""
+    out: Path | None = None
+    """Write metrics (JSON) and samples (JSONL beside it)."""
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    seed: int = 0
+
+    def run(self) -> dict:
+        from prefrl.text.lm import load_lm
+        from prefrl.text.model import TextRewardModel
+        from prefrl.text.oracles import TextOracle
+        from prefrl.text.pipeline import evaluate_policy
+
+        lm, tok = load_lm(self.policy)
+        ref = load_lm(self.ref)[0] if self.ref else None
+        prompts = read_prompts(self.prompts)[: self.limit]
+        rm = TextRewardModel.load(self.reward_model) if self.reward_model else None
+        m, texts = evaluate_policy(lm, tok, prompts, self.sample, self.seed, TextOracle(self.oracle) if self.oracle else None, ref, rm)
+        if self.out:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.out.write_text(json.dumps(m, indent=2))
+            write_jsonl(self.out.with_suffix(".samples.jsonl"), [{"prompt": p, "completion": c} for p, c in zip(prompts, texts)])
+        _print(f"eval of {self.policy} on {len(prompts)} prompts", m)
+        for p, c in list(zip(prompts, texts))[:3]:
+            print(f"  | {p}{c}")
+        return m
+
+
+@dataclass
+class TextScore:
+    """Score text with a reward model: accuracy on a preference file, or scores of {"prompt","completion"} lines."""
+
+    reward_model: Path
+    """Text reward model directory."""
+    data: Path
+    """Preference JSONL (-> accuracy, margin) or SFT-style JSONL (-> scores)."""
+    out: Path | None = None
+    """For SFT-style input: JSONL with a `reward` added to each line."""
+
+    def run(self) -> dict:
+        from prefrl.text.data import detect_format
+        from prefrl.text.model import TextRewardModel
+        from prefrl.text.pipeline import rm_accuracy
+
+        rm = TextRewardModel.load(self.reward_model)
+        with open(self.data, encoding="utf-8") as f:
+            first = next((ln for ln in f if ln.strip()), "{}")
+        try:
+            is_pref = bool(detect_format(json.loads(first), str(self.data)))
+        except (PrefrlError, json.JSONDecodeError):
+            is_pref = False
+        if is_pref:
+            m = rm_accuracy(rm, read_preferences(self.data))
+            _print(f"reward model on {self.data}", m)
+            return m
+        ex = read_sft(self.data)
+        scores = rm.score([e.prompt for e in ex], [e.completion for e in ex])
+        if self.out:
+            write_jsonl(self.out, [{"prompt": e.prompt, "completion": e.completion, "reward": float(s)} for e, s in zip(ex, scores)])
+        m = {"score/mean": float(scores.mean()), "score/std": float(scores.std()), "score/n": float(len(scores))}
+        _print(f"reward model on {self.data}", m)
+        return m
+
+
+@dataclass
+class TextExport:
+    """Export a text reward model member in Hugging Face format (AutoModelForSequenceClassification + tokenizer)."""
+
+    reward_model: Path
+    """Text reward model directory."""
+    out: Path
+    """Output directory (loads with from_pretrained, as TRL does)."""
+    member: int = 0
+    """Which ensemble member."""
+
+    def run(self) -> Path:
+        from prefrl.text.model import TextRewardModel
+
+        path = TextRewardModel.load(self.reward_model).export_hf(self.out, self.member)
+        print(f"exported member {self.member} -> {path}")
+        return path
+
+
+@dataclass
+class TextDemo:
+    """End to end: corpus -> SFT -> oracle-labeled pairs -> reward model -> PPO and DPO -> evaluation."""
+
+    out: Path
+    """Run directory (every step writes a subdirectory)."""
+    pairs: int = 2000
+    """Oracle-labeled pairs for the reward model and DPO."""
+    oracle: OracleArgs = field(default_factory=OracleArgs)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    n_sft: int = 6000
+    """SFT examples in the made corpus."""
+    eval_prompts: int = 256
+    """Held-out prompts for the before/after evaluation."""
+    seed: int = 0
+
+    def run(self) -> dict:
+        from prefrl.text.demo import run_demo
+
+        _save_config(self.out, self)
+        return run_demo(self.out, self.pairs, self.oracle, self.sft, self.ppo, self.dpo, self.n_sft, self.eval_prompts, self.seed)
+
+
+COMMANDS: dict[str, type] = {
+    "text corpus": TextCorpus,
+    "text sft": TextSFT,
+    "text sample": TextSample,
+    "text label": TextLabel,
+    "text reward": TextReward,
+    "text score": TextScore,
+    "text export": TextExport,
+    "text ppo": TextPPO,
+    "text dpo": TextDPO,
+    "text eval": TextEval,
+    "text demo": TextDemo,
+}

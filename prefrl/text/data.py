@@ -1,0 +1,232 @@
+"""Text preference and SFT files (JSON lines), read into the core's types.
+
+Preference lines, any mix of (shared/DESIGN.md):
+
+=========  ===========================================================================
+TRL        ``{"prompt": str, "chosen": str, "rejected": str}`` (``prompt`` may be omitted)
+Vertex     ``{"input_text": str, "candidate_0": str, "candidate_1": str, "choice": 0 | 1}``
+K-wise     ``{"prompt": str, "completions": [str, ...], "ranking": [int, ...]}``, ranking =
+           indices into ``completions``, best first
+=========  ===========================================================================
+
+Each distinct (prompt, completion) becomes one one-step clip; pairs become
+``Comparisons`` (label 1.0: left preferred) and a K-wise ranking becomes its C(K,2)
+pairs, each weighted 1/C(K,2) (``Comparisons.from_rankings``, Ouyang et al. 2022).
+An optional ``"label"`` (P(chosen preferred) in [0, 1], or null for a skip) on TRL
+lines keeps soft labels from noisy oracles.
+
+SFT lines: ``{"prompt": str, "completion": str}`` (or ``{"text": str}``, prompt "").
+
+Every malformed line raises ``PrefrlError("FILE:LINE: ...")`` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from prefrl.types import Comparisons, PrefrlError
+
+PREF_FORMATS = ("trl", "vertex", "kwise")
+
+
+@dataclass
+class TextPreferences:
+    """Completions (one-step clips) and judgments over them.
+
+    Attributes:
+        prompts: (N,) prompt of each completion.
+        completions: (N,) completion texts; clip i is ``prompts[i] + completions[i]``.
+        comparisons: judgments over clip indices (weights 1/C(K,2) for expanded rankings).
+        formats: count of lines read per format (``trl``, ``vertex``, ``kwise``).
+    """
+
+    prompts: list[str] = field(default_factory=list)
+    completions: list[str] = field(default_factory=list)
+    comparisons: Comparisons = field(default_factory=Comparisons.empty)
+    formats: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.completions)
+
+    def pairs(self) -> Iterator[tuple[str, str, str, float, float]]:
+        """(prompt, left, right, label, weight) of every labeled comparison (for DPO)."""
+        c = self.comparisons.labeled()
+        for i, j, lab, w in zip(c.left.tolist(), c.right.tolist(), c.label.tolist(), c.weight.tolist()):
+            yield self.prompts[i], self.completions[i], self.completions[j], lab, w
+
+
+@dataclass
+class SFTExample:
+    prompt: str
+    completion: str
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line; errors name file and line."""
+    if not path.is_file():
+        raise PrefrlError(f"{path}: no such JSONL file")
+    with open(path, encoding="utf-8") as f:
+        for no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PrefrlError(f"{path}:{no}: not valid JSON ({e.msg} at column {e.colno})") from e
+            if not isinstance(obj, dict):
+                raise PrefrlError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}")
+            yield no, obj
+
+
+def _str(obj: dict, key: str, where: str, default: str | None = None) -> str:
+    if key not in obj:
+        if default is not None:
+            return default
+        raise PrefrlError(f"{where}: missing field `{key}` (has {', '.join(f'`{k}`' for k in obj) or 'no fields'})")
+    v = obj[key]
+    if isinstance(v, list):
+        raise PrefrlError(
+            f"{where}: field `{key}` is a list (conversational format); prefrl text reads plain strings"
+        )
+    if not isinstance(v, str):
+        raise PrefrlError(f"{where}: field `{key}` must be a string, got {type(v).__name__} {v!r:.40}")
+    return v
+
+
+def detect_format(obj: dict, where: str) -> str:
+    """Which preference format a line is in, from its keys."""
+    if "chosen" in obj or "rejected" in obj:
+        return "trl"
+    if "candidate_0" in obj or "candidate_1" in obj or "choice" in obj:
+        return "vertex"
+    if "completions" in obj or "ranking" in obj:
+        return "kwise"
+    raise PrefrlError(
+        f"{where}: not a preference line: expected `chosen`/`rejected` (TRL), `candidate_0`/`candidate_1`/`choice` "
+        f"(Vertex) or `completions`/`ranking` (K-wise); got fields {sorted(obj)}"
+    )
+
+
+class _Builder:
+    """Deduplicates (prompt, completion) into clip indices while lines are read."""
+
+    def __init__(self) -> None:
+        self.index: dict[tuple[str, str], int] = {}
+        self.prompts: list[str] = []
+        self.completions: list[str] = []
+        self.left: list[int] = []
+        self.right: list[int] = []
+        self.label: list[float] = []
+        self.weight: list[float] = []
+
+    def clip(self, prompt: str, completion: str) -> int:
+        key = (prompt, completion)
+        if key not in self.index:
+            self.index[key] = len(self.completions)
+            self.prompts.append(prompt)
+            self.completions.append(completion)
+        return self.index[key]
+
+    def add(self, i: int, j: int, label: float, weight: float = 1.0) -> None:
+        self.left.append(i)
+        self.right.append(j)
+        self.label.append(label)
+        self.weight.append(weight)
+
+
+def _parse_line(b: _Builder, obj: dict, where: str) -> str:
+    fmt = detect_format(obj, where)
+    if fmt == "trl":
+        prompt = _str(obj, "prompt", where, default="")
+        chosen, rejected = _str(obj, "chosen", where), _str(obj, "rejected", where)
+        label = obj.get("label", 1.0)
+        if label is None:
+            label = math.nan
+        elif isinstance(label, bool) or not isinstance(label, (int, float)) or not 0.0 <= label <= 1.0:
+            raise PrefrlError(f"{where}: field `label` must be a probability in [0, 1] or null, got {label!r}")
+        b.add(b.clip(prompt, chosen), b.clip(prompt, rejected), float(label))
+    elif fmt == "vertex":
+        prompt = _str(obj, "input_text", where, default="")
+        c0, c1 = _str(obj, "candidate_0", where), _str(obj, "candidate_1", where)
+        if "choice" not in obj:
+            raise PrefrlError(f"{where}: missing field `choice` (0 or 1: the preferred candidate)")
+        choice = obj["choice"]
+        if isinstance(choice, bool) or choice not in (0, 1):
+            raise PrefrlError(f"{where}: field `choice` must be 0 or 1, got {choice!r}")
+        b.add(b.clip(prompt, c0), b.clip(prompt, c1), 1.0 if choice == 0 else 0.0)
+    else:
+        prompt = _str(obj, "prompt", where, default="")
+        comps, ranking = obj.get("completions"), obj.get("ranking")
+        if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
+            raise PrefrlError(f"{where}: field `completions` must be a list of strings, got {comps!r:.60}")
+        if not isinstance(ranking, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in ranking):
+            raise PrefrlError(f"{where}: field `ranking` must be a list of indices into `completions`, best first; got {ranking!r:.60}")
+        if len(ranking) < 2 or len(set(ranking)) != len(ranking) or not all(0 <= r < len(comps) for r in ranking):
+            raise PrefrlError(
+                f"{where}: field `ranking` must hold at least 2 distinct indices in [0, {len(comps) - 1}], got {ranking}"
+            )
+        ids = [b.clip(prompt, comps[r]) for r in ranking]
+        expanded = Comparisons.from_rankings([ids])
+        for i, j, w in zip(expanded.left.tolist(), expanded.right.tolist(), expanded.weight.tolist()):
+            b.add(i, j, 1.0, w)
+    return fmt
+
+
+def read_preferences(paths: Path | str | list[Path] | list[str]) -> TextPreferences:
+    """Read one or more preference JSONL files (formats may be mixed) into one dataset.
+
+    Raises:
+        PrefrlError: naming file, line and field for the first malformed line.
+    """
+    paths = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
+    b = _Builder()
+    formats = {f: 0 for f in PREF_FORMATS}
+    for path in paths:
+        for no, obj in _lines(path):
+            formats[_parse_line(b, obj, f"{path}:{no}")] += 1
+    if not b.label:
+        raise PrefrlError(f"{', '.join(map(str, paths))}: no preference lines found")
+    comps = Comparisons(np.array(b.left), np.array(b.right), np.array(b.label), np.array(b.weight))
+    return TextPreferences(b.prompts, b.completions, comps, {k: v for k, v in formats.items() if v})
+
+
+def read_sft(path: Path | str) -> list[SFTExample]:
+    """Read an SFT file: ``{"prompt", "completion"}`` (or ``{"text"}``) per line."""
+    path = Path(path)
+    out = []
+    for no, obj in _lines(path):
+        where = f"{path}:{no}"
+        if "completion" not in obj and "text" in obj:
+            out.append(SFTExample("", _str(obj, "text", where)))
+            continue
+        out.append(SFTExample(_str(obj, "prompt", where), _str(obj, "completion", where)))
+    if not out:
+        raise PrefrlError(f"{path}: no SFT examples found")
+    return out
+
+
+def read_prompts(path: Path | str) -> list[str]:
+    """Prompts from any JSONL whose lines carry ``prompt`` (or Vertex ``input_text``)."""
+    path = Path(path)
+    out = []
+    for no, obj in _lines(path):
+        key = "prompt" if "prompt" in obj or "input_text" not in obj else "input_text"
+        out.append(_str(obj, key, f"{path}:{no}"))
+    if not out:
+        raise PrefrlError(f"{path}: no prompts found")
+    return out
+
+
+def write_jsonl(path: Path | str, rows: list[dict]) -> None:
+    """Write rows as JSON lines (parent directories created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -1,0 +1,308 @@
+"""The text RLHF steps as functions over files (the commands and the benchmark call these).
+
+corpus -> SFT -> oracle-labeled pairs of sampled completions -> reward model -> PPO / DPO
+-> evaluation (oracle score, reward-model score, KL to the reference, diversity).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prefrl.reward.query import disagreement
+from prefrl.reward.trainer import RewardTrainConfig, RewardTrainer
+from prefrl.text.corpus import make_corpus, make_prompts
+from prefrl.text.data import TextPreferences, read_preferences, read_prompts, read_sft, write_jsonl
+from prefrl.text.lm import SampleConfig, TinyGPTConfig, load_lm, new_tiny_lm, sample, save_lm, sequence_kl, train_tokenizer
+from prefrl.text.logger import RunLogger
+from prefrl.text.model import TextRewardModel
+from prefrl.text.oracles import TextOracle
+from prefrl.types import PrefrlError
+
+LABEL_FORMATS = ("trl", "vertex", "kwise")
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, default=str))
+
+
+# ---- data -------------------------------------------------------------------------------------
+def make_demo_data(out: Path, n_sft: int = 6000, n_prompts: int = 1000, n_eval_prompts: int = 256, seed: int = 0) -> dict[str, Path]:
+    """Write the demo corpus: ``sft.jsonl``, ``prompts.jsonl`` (train) and ``eval_prompts.jsonl``."""
+    out = Path(out)
+    paths = {"sft": out / "sft.jsonl", "prompts": out / "prompts.jsonl", "eval_prompts": out / "eval_prompts.jsonl"}
+    write_jsonl(paths["sft"], [{"prompt": e.prompt, "completion": e.completion} for e in make_corpus(n_sft, seed)])
+    write_jsonl(paths["prompts"], [{"prompt": p} for p in make_prompts(n_prompts, seed + 1)])
+    write_jsonl(paths["eval_prompts"], [{"prompt": p} for p in make_prompts(n_eval_prompts, seed + 2)])
+    return paths
+
+
+# ---- SFT --------------------------------------------------------------------------------------
+def run_sft(data: Path, out: Path, model: Path | None, tiny: TinyGPTConfig, cfg, seed: int = 0) -> dict[str, float]:
+    """Fine-tune ``model`` (or a tiny GPT-2 made from scratch on the data) and save it to ``out``."""
+    from prefrl.text.sft import train_sft
+
+    examples = read_sft(data)
+    torch.manual_seed(seed)
+    if model is None:
+        tok = train_tokenizer([e.prompt + e.completion for e in examples], tiny.vocab_size)
+        lm = new_tiny_lm(tok, tiny)
+    else:
+        lm, tok = load_lm(model)
+    logger = RunLogger(out, tensorboard=False)
+    metrics = train_sft(lm, tok, examples, cfg, np.random.default_rng(seed), log=logger)
+    logger.close()
+    n_params = sum(p.numel() for p in lm.parameters())
+    info = {"kind": "sft", "data": str(data), "init": str(model) if model else {"tiny": tiny.to_dict()}, "sft": cfg.to_dict(),
+            "seed": seed, "metrics": metrics, "parameters": n_params}
+    save_lm(lm, tok, out, info)
+    return {**metrics, "sft/parameters": float(n_params)}
+
+
+# ---- oracle labels ----------------------------------------------------------------------------
+def label_samples(
+    policy: Path,
+    prompts: list[str],
+    out: Path,
+    oracle: TextOracle,
+    fmt: str = "trl",
+    k: int = 2,
+    sample_cfg: SampleConfig | None = None,
+    seed: int = 0,
+    reward_model: Path | None = None,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Sample ``k`` completions per prompt from ``policy`` and write oracle judgments as JSONL.
+
+    ``trl``/``vertex``: one pair per prompt; with k > 2 and a reward-model ensemble, the pair
+    whose preference the members disagree on most (core ``disagreement``), else a random one.
+    Ties are written as ``"label": 0.5`` and skips as ``"label": null`` in TRL lines (Vertex
+    lines cannot hold them, so those are dropped). ``kwise``: the k completions ranked by the
+    oracle score (``synthetic``: exactly; ``stochastic``: Plackett-Luce sampled with ``beta``).
+    """
+    if fmt not in LABEL_FORMATS:
+        raise PrefrlError(f"unknown preference format `{fmt}` (known: {', '.join(LABEL_FORMATS)})")
+    if k < 2:
+        raise PrefrlError(f"`k` (completions per prompt) must be >= 2, got {k}")
+    sample_cfg = sample_cfg or SampleConfig()
+    lm, tok = load_lm(policy)
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    completions: list[list[str]] = []
+    per_batch = max(1, batch_size // k)
+    for s in range(0, len(prompts), per_batch):
+        chunk = prompts[s : s + per_batch]
+        texts = sample(lm, tok, [p for p in chunk for _ in range(k)], sample_cfg, g).completions
+        completions += [texts[i * k : (i + 1) * k] for i in range(len(chunk))]
+    rm = TextRewardModel.load(reward_model) if reward_model is not None else None
+    rows, dropped, ties, skips = [], 0, 0, 0
+    if fmt == "kwise":
+        teacher = oracle.teacher
+        if teacher.name not in ("synthetic", "stochastic"):
+            raise PrefrlError(f"K-wise rankings come from the `synthetic` or `stochastic` teacher, not `{teacher.name}`")
+        for p, cs in zip(prompts, completions):
+            score = oracle.score([p] * k, cs)
+            noise = rng.gumbel(size=k) if teacher.name == "stochastic" else rng.random(k) * 1e-9
+            key = score * (teacher.cfg.beta if teacher.name == "stochastic" else 1.0) + noise
+            rows.append({"prompt": p, "completions": cs, "ranking": np.argsort(-key, kind="stable").tolist()})
+    else:
+        pairs = []
+        for i, cs in enumerate(completions):
+            cand = [(a, b) for a in range(k) for b in range(a + 1, k) if cs[a] != cs[b]]
+            if not cand:
+                dropped += 1
+                continue
+            if rm is not None and rm.ensemble.n_members > 1 and len(cand) > 1:
+                inputs = rm.encode([prompts[i]] * k, cs)
+                var = disagreement(rm.ensemble, inputs, np.array(cand))
+                a, b = cand[int(np.argmax(var))]
+            else:
+                a, b = cand[int(rng.integers(len(cand)))]
+            pairs.append((prompts[i], cs[a], cs[b]))
+        labels = oracle.label([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs])
+        for (p, left, right), lab in zip(pairs, labels.tolist()):
+            if np.isnan(lab) or lab == 0.5:
+                ties += lab == 0.5
+                skips += bool(np.isnan(lab))
+                if fmt == "vertex":
+                    dropped += 1
+                    continue
+                rows.append({"prompt": p, "chosen": left, "rejected": right, "label": None if np.isnan(lab) else 0.5})
+                continue
+            chosen, rejected = (left, right) if lab == 1.0 else (right, left)
+            if fmt == "trl":
+                rows.append({"prompt": p, "chosen": chosen, "rejected": rejected})
+            else:
+                swap = bool(rng.integers(2))
+                c0, c1 = (rejected, chosen) if swap else (chosen, rejected)
+                rows.append({"input_text": p, "candidate_0": c0, "candidate_1": c1, "choice": int(swap)})
+    write_jsonl(out, rows)
+    return {"label/lines": float(len(rows)), "label/dropped": float(dropped), "label/ties": float(ties), "label/skips": float(skips)}
+
+
+# ---- reward model -----------------------------------------------------------------------------
+def fit_reward(
+    data: list[Path],
+    out: Path,
+    init_from: Path,
+    train_cfg: RewardTrainConfig,
+    members: int = 1,
+    max_length: int | None = None,
+    seed: int = 0,
+    eval_data: list[Path] | None = None,
+    export_member: int | None = 0,
+) -> tuple[TextRewardModel, dict[str, float]]:
+    """Fit a text reward model with the core trainer; save it (and its HF export) under ``out``."""
+    prefs = read_preferences(data)
+    torch.manual_seed(seed)
+    rm = TextRewardModel.create(init_from, n_members=members, max_length=max_length)
+    inputs = rm.encode(prefs.prompts, prefs.completions)
+    trainer = RewardTrainer(rm.ensemble, train_cfg, np.random.default_rng(seed))
+    t0 = time.perf_counter()
+    metrics = trainer.fit(inputs, prefs.comparisons)
+    metrics["reward/fit_s"] = time.perf_counter() - t0
+    metrics["reward/train_tokens_per_s"] = _fit_tokens_per_s(inputs, metrics)
+    rm.normalise_on(prefs.prompts, prefs.completions)  # the data's completions are the reference's samples
+    if eval_data:
+        test = read_preferences(eval_data)
+        for key, v in trainer.evaluate(rm.encode(test.prompts, test.completions), test.comparisons).items():
+            metrics[f"reward/test/{key}"] = v
+    rm.save(out, extra={"data": [str(p) for p in data], "init_from": str(init_from), "train": train_cfg.__dict__,
+                        "metrics": metrics, "formats": prefs.formats})
+    if export_member is not None:
+        rm.export_hf(Path(out) / "hf", member=export_member)
+    return rm, metrics
+
+
+def _fit_tokens_per_s(inputs: dict[str, np.ndarray], metrics: dict[str, float]) -> float:
+    """Training tokens/s of a fit: 2 clips of mean length per comparison step."""
+    mean_len = float(inputs["attention_mask"].sum(-1).mean())
+    return 2 * mean_len * metrics.get("reward/comparisons_per_s", 0.0)
+
+
+def rm_accuracy(rm: TextRewardModel, prefs: TextPreferences) -> dict[str, float]:
+    """Accuracy / margin of a reward model on strict labeled comparisons of a preference set."""
+    trainer = RewardTrainer(rm.ensemble)
+    return trainer.evaluate(rm.encode(prefs.prompts, prefs.completions), prefs.comparisons)
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+def evaluate_policy(
+    policy: torch.nn.Module,
+    tokenizer,
+    prompts: list[str],
+    sample_cfg: SampleConfig,
+    seed: int = 0,
+    oracle: TextOracle | None = None,
+    ref: torch.nn.Module | None = None,
+    rm: TextRewardModel | None = None,
+) -> tuple[dict[str, float], list[str]]:
+    """Sample one completion per prompt; oracle score, reward-model score, KL to ``ref``, diversity."""
+    t0 = time.perf_counter()
+    if ref is not None:
+        kl, texts = sequence_kl(policy, ref, tokenizer, prompts, sample_cfg, seed)
+    else:
+        from prefrl.text.lm import sample_texts
+
+        kl, texts = float("nan"), sample_texts(policy, tokenizer, prompts, sample_cfg, seed)
+    out = {"eval/kl": kl, "eval/words": float(np.mean([len(t.split()) for t in texts])),
+           "eval/distinct": len(set(texts)) / max(len(texts), 1), "eval/s": time.perf_counter() - t0}
+    if oracle is not None:
+        s = oracle.score(prompts, texts)
+        out["eval/oracle_score"] = float(s.mean())
+        out["eval/oracle_positive"] = float((s > 0.05).mean())
+    if rm is not None:
+        out["eval/rm_score"] = float(rm.score(prompts, texts).mean())
+    return out, texts
+
+
+# ---- PPO and DPO ------------------------------------------------------------------------------
+def run_ppo(
+    policy_dir: Path,
+    prompts: list[str],
+    out: Path,
+    ppo_cfg,
+    sample_cfg: SampleConfig,
+    reward_model: Path | None = None,
+    reward_oracle: TextOracle | None = None,
+    ref_dir: Path | None = None,
+    watch_oracle: TextOracle | None = None,
+    ptx_data: Path | None = None,
+    normalise_reference: bool = True,
+    seed: int = 0,
+    tensorboard: bool = True,
+) -> dict[str, float]:
+    """PPO against a reward model (or an oracle's score, for ablations); saves ``out/policy``."""
+    from prefrl.text.ppo import TextPPOTrainer
+
+    if (reward_model is None) == (reward_oracle is None):
+        raise PrefrlError("give exactly one of `reward_model` and `reward_oracle`")
+    torch.manual_seed(seed)
+    policy, tok = load_lm(policy_dir)
+    ref = load_lm(ref_dir)[0] if ref_dir is not None else copy.deepcopy(policy)
+    if reward_model is not None:
+        rm = TextRewardModel.load(reward_model)
+        if normalise_reference:  # reference completions average 0 (Ziegler et al. 2019)
+            ref_prompts = prompts[:256]
+            g = torch.Generator().manual_seed(seed + 7)
+            ref_texts = []
+            for s in range(0, len(ref_prompts), 64):
+                ref_texts += sample(ref, tok, ref_prompts[s : s + 64], sample_cfg, g).completions
+            rm.normalise_on(ref_prompts, ref_texts)
+
+        def reward_fn(p: list[str], c: list[str]) -> np.ndarray:
+            return rm.score(p, c)
+    else:
+        assert reward_oracle is not None
+
+        def reward_fn(p: list[str], c: list[str]) -> np.ndarray:
+            return reward_oracle.score(p, c)
+
+    logger = RunLogger(out, tensorboard=tensorboard)
+    trainer = TextPPOTrainer(
+        policy, tok, reward_fn, prompts, ppo_cfg, sample_cfg, ref=ref, rng=np.random.default_rng(seed), seed=seed,
+        ptx_data=read_sft(ptx_data) if ptx_data is not None else None,
+        oracle=watch_oracle.score if watch_oracle is not None else None, log=logger,
+    )
+    t0 = time.perf_counter()
+    history = trainer.train()
+    logger.close()
+    summary = {**(history[-1] if history else {}), "ppo/wall_s": time.perf_counter() - t0, "ppo/steps": float(len(history))}
+    save_lm(policy, tok, Path(out) / "policy", {"kind": "ppo", "from": str(policy_dir), "ppo": ppo_cfg.to_dict(),
+                                                 "sample": sample_cfg.to_dict(), "summary": summary})
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in trainer.model.v_head.state_dict().items()}, str(Path(out) / "value_head.safetensors"))
+    _write_json(Path(out) / "summary.json", summary)
+    return summary
+
+
+def run_dpo(policy_dir: Path, data: list[Path], out: Path, dpo_cfg, ref_dir: Path | None = None, seed: int = 0,
+            tensorboard: bool = True) -> dict[str, float]:
+    """DPO on preference files; saves the policy (HF format) to ``out/policy``."""
+    from prefrl.text.dpo import DPOTrainer
+
+    torch.manual_seed(seed)
+    prefs = read_preferences(data)
+    policy, tok = load_lm(policy_dir)
+    ref = load_lm(ref_dir)[0] if ref_dir is not None else copy.deepcopy(policy)
+    logger = RunLogger(out, tensorboard=tensorboard)
+    t0 = time.perf_counter()
+    metrics = DPOTrainer(policy, ref, tok, prefs, dpo_cfg, np.random.default_rng(seed), log=logger).train()
+    logger.close()
+    metrics["dpo/wall_s"] = time.perf_counter() - t0
+    save_lm(policy, tok, Path(out) / "policy", {"kind": "dpo", "from": str(policy_dir), "data": [str(p) for p in data],
+                                                 "dpo": dpo_cfg.to_dict(), "metrics": metrics})
+    _write_json(Path(out) / "summary.json", metrics)
+    return metrics
+
+
+def load_prompts(path: Path, limit: int | None = None) -> list[str]:
+    prompts = read_prompts(path)
+    return prompts[:limit] if limit else prompts
