@@ -169,31 +169,43 @@ class PreferenceStore:
     def add_clips(self, clips: Clips, keep_frames: bool = True) -> list[int]:
         """Store clips (arrays on disk, a row each) in one transaction; returns their ids.
 
-        The rows become visible only after every file is written, so a reader never
-        sees a clip whose arrays are missing; a crash midway leaves only orphan files.
+        The arrays are written to temporary files first, outside the database lock;
+        inside the transaction each row is inserted and its files renamed into place
+        (a rename is instant), so a labeler's judgment never waits for clip I/O. The
+        rows become visible only after every file is in place; a crash midway leaves
+        only orphan temporary files.
         """
-        ids = []
         rets = clips.true_returns() if clips.true_rew is not None else [None] * len(clips)
         has_frames = keep_frames and clips.frames is not None
+        staged = []
+        for k in range(len(clips)):
+            arrays = {"obs": clips.obs[k], "acts": clips.acts[k]}
+            if clips.true_rew is not None:
+                arrays["true_rew"] = clips.true_rew[k]
+            files = [_stage_savez(self.clip_dir, arrays)]
+            if has_frames:
+                files.append(_stage_savez(self.clip_dir, {"frames": clips.frames[k]}))
+            staged.append(files)
+        ids = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for k in range(len(clips)):
+                for k, files in enumerate(staged):
                     cur = self._db.execute(
                         "INSERT INTO clips (length, true_return, has_frames, created) VALUES (?, ?, ?, ?)",
                         (clips.length, None if rets[k] is None else float(rets[k]), int(has_frames), time.time()),
                     )
                     cid = int(cur.lastrowid)
-                    arrays = {"obs": clips.obs[k], "acts": clips.acts[k]}
-                    if clips.true_rew is not None:
-                        arrays["true_rew"] = clips.true_rew[k]
-                    _atomic_savez(self._clip_path(cid), arrays)
+                    os.replace(files[0], self._clip_path(cid))
                     if has_frames:
-                        _atomic_savez(self._clip_path(cid, frames=True), {"frames": clips.frames[k]})
+                        os.replace(files[1], self._clip_path(cid, frames=True))
                     ids.append(cid)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                for files in staged:
+                    for f in files:
+                        Path(f).unlink(missing_ok=True)
                 raise
         return ids
 
@@ -454,10 +466,13 @@ class PreferenceStore:
         return len(ids), len(js)
 
 
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
+def _stage_savez(directory: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write arrays to a uniquely named temporary .npz in ``directory``; the caller renames it."""
+    import uuid
+
+    tmp = directory / f".staged-{uuid.uuid4().hex}.npz"
     np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    return tmp
 
 
 def load_dataset(root: str | Path) -> tuple[Clips, Comparisons, list[dict]]:

@@ -306,6 +306,9 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
         store.set_meta("label_budget", budget)
         store.set_meta("status", "running")
         store.set_meta("task", task.name)
+        dt = env_dt(task.env)
+        if dt:
+            store.set_meta("render_fps", round(1.0 / dt, 2))  # the viewer plays clips in real time
         oracle = None if cfg.oracle == "human" else make_oracle(cfg.oracle, rng)
 
         def checkpoint(cb: PreferenceCallback) -> None:
@@ -340,6 +343,8 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     if remaining > 0:
         model.learn(total_timesteps=remaining, callback=callback, progress_bar=_progress_bar_available(),
                     reset_num_timesteps=not resume, tb_log_name="ppo")
+    if learned and store is not None and store.judgments(since_id=callback.last_judgment_id):
+        callback.retrain(task.prefs.reward_epochs)  # judgments that arrived after the last rollout count too
     wall = wall_offset + time.perf_counter() - t0
     if learned:
         ensemble.save(run_dir / "reward_model.pt", extra={"timesteps": model.num_timesteps})
