@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from prefrl.reward.trainer import RewardTrainConfig
 from prefrl.types import PrefrlError
 from prefrl.utils import set_torch_threads
 
@@ -38,23 +39,6 @@ class RewardNetArgs:
         return RewardNetConfig(kind=self.kind, hidden=tuple(self.hidden), dropout=self.dropout)
 
 
-@dataclass
-class TrainArgs:
-    lr: float = 1e-3
-    """Adam learning rate."""
-    epochs: int = 30
-    """Maximum epochs per fit (early stopping on validation loss)."""
-    batch_size: int = 64
-    """Comparisons per minibatch."""
-    noise_eps: float = 0.1
-    """Label-noise probability in the Bradley-Terry model."""
-
-    def to_config(self):
-        from prefrl.reward.trainer import RewardTrainConfig
-
-        return RewardTrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, noise_eps=self.noise_eps)
-
-
 # ---- reward --------------------------------------------------------------------------------
 @dataclass
 class RewardFit:
@@ -67,7 +51,7 @@ class RewardFit:
     members: int = 3
     """Ensemble size."""
     net: RewardNetArgs = field(default_factory=lambda: RewardNetArgs())
-    train: TrainArgs = field(default_factory=lambda: TrainArgs())
+    train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
     seed: int = 0
     """Seed of bootstraps and initialisation."""
 
@@ -82,7 +66,7 @@ class RewardFit:
         clips, comps, _ = load_dataset(self.dataset)
         torch.manual_seed(self.seed)
         ens = RewardEnsemble(input_spec_from_clips(clips), self.net.to_config(), self.members)
-        trainer = RewardTrainer(ens, self.train.to_config(), np.random.default_rng(self.seed))
+        trainer = RewardTrainer(ens, self.train, np.random.default_rng(self.seed))
         metrics = trainer.fit(clips.model_inputs(), comps)
         ens.update_normalisation(clips.model_inputs())
         ens.save(self.out, extra={"dataset": str(self.dataset), "metrics": metrics})

@@ -54,13 +54,13 @@ class OracleConfig:
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
-            raise ValueError(f"`beta` must be > 0 (inf for a rational teacher), got {self.beta}")
+            raise PrefrlError(f"`beta` must be > 0 (inf for a rational teacher), got {self.beta}")
         if not 0 < self.gamma <= 1:
-            raise ValueError(f"`gamma` must be in (0, 1], got {self.gamma}")
+            raise PrefrlError(f"`gamma` must be in (0, 1], got {self.gamma}")
         for name in ("eps_mistake", "eps_skip", "eps_equal"):
             v = getattr(self, name)
             if not 0 <= v <= 1:
-                raise ValueError(f"`{name}` must be in [0, 1], got {v}")
+                raise PrefrlError(f"`{name}` must be in [0, 1], got {v}")
 
 
 ORACLE_PRESETS: dict[str, OracleConfig] = {

@@ -45,7 +45,7 @@ class RewardEnsemble(nn.Module):
     def __init__(self, spec: InputSpec, net: RewardNetConfig, n_members: int = 3, target_std: float = 1.0):
         super().__init__()
         if n_members < 1:
-            raise ValueError(f"`n_members` must be >= 1, got {n_members}")
+            raise PrefrlError(f"`n_members` must be >= 1, got {n_members}")
         self.spec = spec
         self.net_config = net
         self.target_std = float(target_std)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from prefrl.types import PrefrlError
+
 
 def preference_probability(ret_left: torch.Tensor, ret_right: torch.Tensor, noise_eps: float = 0.0) -> torch.Tensor:
     """P(left preferred) under Bradley-Terry with optional uniform label noise.
@@ -109,7 +111,7 @@ class PreferenceLoss:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.noise_eps < 1.0:
-            raise ValueError(f"`noise_eps` must be in [0, 1), got {self.noise_eps}")
+            raise PrefrlError(f"`noise_eps` must be in [0, 1), got {self.noise_eps}")
 
     def __call__(
         self,

@@ -72,12 +72,12 @@ class RewardNetConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got {self.dropout}")
+            raise PrefrlError(f"`dropout` must be in [0, 1), got {self.dropout}")
         _import_optional_kinds(self.kind)
         if self.kind not in REWARD_NETS:
             close = difflib.get_close_matches(self.kind, list(REWARD_NETS), n=3)
             hint = f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
-            raise ValueError(f"unknown reward net kind `{self.kind}` (known: {sorted(REWARD_NETS)}){hint}")
+            raise PrefrlError(f"unknown reward net kind `{self.kind}` (known: {sorted(REWARD_NETS)}){hint}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

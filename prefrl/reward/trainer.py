@@ -49,9 +49,9 @@ class RewardTrainConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"`val_fraction` must be in [0, 1), got {self.val_fraction}")
+            raise PrefrlError(f"`val_fraction` must be in [0, 1), got {self.val_fraction}")
         if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("`batch_size` and `epochs` must be >= 1")
+            raise PrefrlError("`batch_size` and `epochs` must be >= 1")
 
 
 def val_mask(n: int, fraction: float, seed: int) -> np.ndarray:
