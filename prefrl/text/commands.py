@@ -400,12 +400,17 @@ class TextDemo:
 
     out: Path
     """Run directory (every step writes a subdirectory)."""
-    pairs: int = 2000
+    pairs: int = 4000
     """Oracle-labeled pairs for the reward model and DPO."""
+    test_pairs: int = 500
+    """Held-out pairs (noiseless oracle) for the reward model's test accuracy."""
     oracle: OracleArgs = field(default_factory=OracleArgs)
+    tiny: TinyGPTConfig = field(default_factory=TinyGPTConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    reward: RewardTrainArgs = field(default_factory=lambda: RewardTrainArgs(lr=3e-4, val_fraction=0.2))
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
     n_sft: int = 6000
     """SFT examples in the made corpus."""
     eval_prompts: int = 256
@@ -415,8 +420,10 @@ class TextDemo:
     def run(self) -> dict:
         from prefrl.text.demo import run_demo
 
+        require_transformers()
         _save_config(self.out, self)
-        return run_demo(self.out, self.pairs, self.oracle, self.sft, self.ppo, self.dpo, self.n_sft, self.eval_prompts, self.seed)
+        return run_demo(self.out, self.pairs, self.oracle, self.sft, self.ppo, self.dpo, self.n_sft, self.eval_prompts, self.seed,
+                        self.test_pairs, self.tiny, self.reward.to_config(), self.sample)
 
 
 COMMANDS: dict[str, type] = {

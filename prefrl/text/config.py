@@ -15,8 +15,8 @@ from prefrl.types import PrefrlError
 class TinyGPTConfig:
     """Size of the from-scratch GPT-2 and its tokenizer."""
 
-    vocab_size: int = 512
-    """BPE vocabulary size (byte alphabet + merges + 2 special tokens)."""
+    vocab_size: int = 1024
+    """BPE vocabulary size (byte alphabet + merges + 2 special tokens); 1024 holds every corpus word whole."""
     n_layer: int = 2
     """Transformer blocks."""
     n_head: int = 4
@@ -43,9 +43,9 @@ class SampleConfig:
     max_new_tokens: int = 24
     """Longest completion in tokens (EOS included)."""
     temperature: float = 1.0
-    """Softmax temperature (1 = the model's own distribution, what PPO's log-probs assume)."""
+    """Softmax temperature (1 = the model's own distribution; PPO divides its logits by the same value)."""
     top_k: int = 0
-    """Keep only the k most likely tokens (0 = all)."""
+    """Keep only the k most likely tokens (0 = all; PPO assumes 0: its log-probs ignore the cut)."""
     max_prompt_tokens: int = 48
     """Prompts are cut to their last this-many tokens."""
 

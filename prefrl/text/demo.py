@@ -33,6 +33,7 @@ def run_demo(
 ) -> dict:
     """Run every step under ``out``; returns (and writes ``summary.json``) the before/after figures."""
     from prefrl.reward.trainer import RewardTrainConfig
+    from prefrl.text.corpus import make_prompts
     from prefrl.text.data import read_prompts
     from prefrl.text.lm import load_lm
     from prefrl.text.oracles import TextOracle
@@ -54,13 +55,12 @@ def run_demo(
     oracle = oracle_args.build(seed)
     m_lab = label_samples(out / "sft", train_prompts[:pairs], out / "prefs" / "train.jsonl", oracle, "trl", 2, sample_cfg, seed)
     exact = TextOracle(oracle_args.oracle, "synthetic", on=oracle_args.on)  # held-out labels: the noiseless oracle
-    label_samples(out / "sft", (eval_prompts * (test_pairs // max(len(eval_prompts), 1) + 1))[:test_pairs],
-                  out / "prefs" / "test.jsonl", exact, "trl", 2, sample_cfg, seed + 1)
+    label_samples(out / "sft", make_prompts(test_pairs, seed + 99), out / "prefs" / "test.jsonl", exact, "trl", 2, sample_cfg, seed + 99)
     timings["label_s"] = time.perf_counter() - t
     say(f"[demo] labeled {m_lab['label/lines']:.0f} pairs with `{oracle_args.oracle}` / `{oracle_args.teacher}`")
 
     t = time.perf_counter()
-    rcfg = reward_train or RewardTrainConfig(lr=2e-4, batch_size=32, epochs=10, patience=3, l2=1e-6, noise_eps=0.05)
+    rcfg = reward_train or RewardTrainConfig(lr=3e-4, batch_size=32, epochs=10, patience=3, l2=1e-6, noise_eps=0.05, val_fraction=0.2)
     _, m_rm = fit_reward([out / "prefs" / "train.jsonl"], out / "reward", out / "sft", rcfg, seed=seed,
                          eval_data=[out / "prefs" / "test.jsonl"])
     timings["reward_s"] = time.perf_counter() - t

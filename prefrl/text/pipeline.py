@@ -223,6 +223,12 @@ def evaluate_policy(
 
 
 # ---- PPO and DPO ------------------------------------------------------------------------------
+def _check_same_vocab(policy, ref, ref_dir: Path) -> None:
+    a, b = policy.get_input_embeddings().num_embeddings, ref.get_input_embeddings().num_embeddings
+    if a != b:
+        raise PrefrlError(f"{ref_dir}: the reference model has {b} token embeddings, the policy {a}; they must share a tokenizer")
+
+
 def run_ppo(
     policy_dir: Path,
     prompts: list[str],
@@ -246,6 +252,8 @@ def run_ppo(
     torch.manual_seed(seed)
     policy, tok = load_lm(policy_dir)
     ref = load_lm(ref_dir)[0] if ref_dir is not None else copy.deepcopy(policy)
+    if ref_dir is not None:
+        _check_same_vocab(policy, ref, ref_dir)
     if reward_model is not None:
         rm = TextRewardModel.load(reward_model)
         if normalise_reference:  # reference completions average 0 (Ziegler et al. 2019)
@@ -292,6 +300,8 @@ def run_dpo(policy_dir: Path, data: list[Path], out: Path, dpo_cfg, ref_dir: Pat
     prefs = read_preferences(data)
     policy, tok = load_lm(policy_dir)
     ref = load_lm(ref_dir)[0] if ref_dir is not None else copy.deepcopy(policy)
+    if ref_dir is not None:
+        _check_same_vocab(policy, ref, ref_dir)
     logger = RunLogger(out, tensorboard=tensorboard)
     t0 = time.perf_counter()
     metrics = DPOTrainer(policy, ref, tok, prefs, dpo_cfg, np.random.default_rng(seed), log=logger).train()

@@ -142,13 +142,17 @@ class PolicyWithValue(nn.Module):
         nn.init.zeros_(self.v_head.weight)
         nn.init.zeros_(self.v_head.bias)
 
-    def completion_outputs(self, smp: Samples) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, G) log-probs, (B, G) values V(prefix before token t), (B, G) entropies of a sampled batch."""
+    def completion_outputs(self, smp: Samples, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, G) log-probs, (B, G) values V(prefix before token t), (B, G) entropies of a sampled batch.
+
+        Logits are divided by the sampling ``temperature`` so the log-probs are those of the
+        distribution the completions were drawn from (as TRL does).
+        """
         ids = torch.cat([smp.query, smp.response], dim=1)
         mask = torch.cat([smp.query_mask, smp.response_mask.long()], dim=1)
         p = smp.query.shape[1]
         logits, hidden = forward(self.lm, ids, mask, hidden=True)
-        logits, hidden = logits[:, p - 1 : -1].float(), hidden[:, p - 1 : -1]  # position t predicts response_t
+        logits, hidden = logits[:, p - 1 : -1].float() / temperature, hidden[:, p - 1 : -1]  # position t predicts response_t
         logp_all = torch.log_softmax(logits, dim=-1)
         logprobs = logp_all.gather(-1, smp.response.unsqueeze(-1)).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
@@ -238,8 +242,8 @@ class TextPPOTrainer:
         self.gen_s += time.perf_counter() - t0
         self.gen_tokens += smp.n_tokens
         self.model.eval()
-        logprobs, values, entropy = self.model.completion_outputs(smp)
-        ref_logprobs = _ref_logprobs(self.ref, smp)
+        logprobs, values, entropy = self.model.completion_outputs(smp, self.sample_cfg.temperature)
+        ref_logprobs = _ref_logprobs(self.ref, smp, self.sample_cfg.temperature)
         raw = torch.as_tensor(np.asarray(self.reward_fn(smp.prompts, smp.completions), np.float32))
         scores = raw.clone()
         if cfg.score_clip is not None:
@@ -285,7 +289,7 @@ class TextPPOTrainer:
                 mask = mb.response_mask
                 old_lp, old_v = batch["logprobs"][idx], batch["values"][idx]
                 adv, ret = batch["advantages"][idx], batch["returns"][idx]
-                logprobs, values, entropy = self.model.completion_outputs(mb)
+                logprobs, values, entropy = self.model.completion_outputs(mb, self.sample_cfg.temperature)
                 log_ratio = (logprobs - old_lp) * mask
                 ratio = log_ratio.exp()
                 pg = torch.max(-adv * ratio, -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range))
@@ -339,8 +343,8 @@ class TextPPOTrainer:
 
 
 @torch.no_grad()
-def _ref_logprobs(ref: nn.Module, smp: Samples) -> torch.Tensor:
+def _ref_logprobs(ref: nn.Module, smp: Samples, temperature: float = 1.0) -> torch.Tensor:
     ids = torch.cat([smp.query, smp.response], dim=1)
     mask = torch.cat([smp.query_mask, smp.response_mask.long()], dim=1)
     p = smp.query.shape[1]
-    return token_logprobs(forward(ref, ids, mask)[:, p - 1 : -1], smp.response)
+    return token_logprobs(forward(ref, ids, mask)[:, p - 1 : -1].float() / temperature, smp.response)
