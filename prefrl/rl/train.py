@@ -349,7 +349,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     if learned:
         ensemble.save(run_dir / "reward_model.pt", extra={"timesteps": model.num_timesteps})
     save_agent(run_dir / "agent.pt", model, env, wall)
-    ep_true = [ep["r"] for ep in model.ep_info_buffer]
+    ep_true = [ep["r"] for ep in (model.ep_info_buffer or [])]  # None when a resume had no steps left
     summary = {
         "task": task.name,
         "reward": cfg.reward,
