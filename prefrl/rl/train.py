@@ -194,15 +194,22 @@ def load_agent_checkpoint(path: Path) -> dict:
 def collect_random_clips(cfg: RunConfig, n_clips: int, length: int, seed: int) -> ClipCollector:
     """Clips from a uniformly random policy (Christiano's initial labels), on a separate env."""
     venv = make_vec_env(cfg.task.env, seed + 10_000, render=cfg.keep_frames)
-    collector = ClipCollector(venv.num_envs, length, n_clips, keep_frames=cfg.keep_frames)
+    collector = ClipCollector(venv.num_envs, length, n_clips, keep_frames=cfg.keep_frames,
+                              max_bytes=pool_max_bytes(cfg.task))
     wrapper = LearnedRewardVecEnv(venv, None, collector)
     wrapper.reset()
     venv.action_space.seed(seed)
-    while collector.total_clips < n_clips:
+    while collector.total_clips < collector.capacity:  # the memory cap may keep fewer (pairs then share clips)
         acts = np.stack([venv.action_space.sample() for _ in range(venv.num_envs)])
         wrapper.step(acts)
     wrapper.close()
     return collector
+
+
+def pool_max_bytes(task: TaskConfig) -> int | None:
+    """The clip pool's memory cap in bytes (``[prefs] pool_mib``), or None."""
+    mib = task.prefs.pool_mib
+    return None if mib is None else int(mib * 2**20)
 
 
 def _wait_for_labels(store: PreferenceStore, n: int, timeout_s: float) -> None:
@@ -260,7 +267,8 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     length = clip_length(task)
 
     venv = make_vec_env(task.env, cfg.seed, render=cfg.keep_frames and learned)
-    collector = ClipCollector(venv.num_envs, length, task.prefs.pool_size, cfg.keep_frames) if learned else None
+    collector = ClipCollector(venv.num_envs, length, task.prefs.pool_size, cfg.keep_frames,
+                              max_bytes=pool_max_bytes(task)) if learned else None
     wrapper = LearnedRewardVecEnv(venv, None, collector)
     env = wrap_normalize(cfg, wrapper)
     model = build_ppo(cfg, env, str(run_dir / "tb"))
@@ -295,13 +303,14 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
                                   f"task `{task.name}` has {spec.obs_shape}")
         else:
             ensemble = RewardEnsemble(
-                spec, RewardNetConfig(kind=rm.kind, hidden=tuple(rm.hidden), dropout=rm.dropout, options=dict(rm.options)),
+                spec, RewardNetConfig(kind=rm.kind, hidden=tuple(rm.hidden), dropout=rm.dropout,
+                                      use_actions=rm.use_actions, options=dict(rm.options)),
                 n_members=task.prefs.members, target_std=task.prefs.target_std,
             )
         trainer = RewardTrainer(ensemble, RewardTrainConfig(lr=rm.lr, batch_size=rm.batch_size,
                                                             noise_eps=task.prefs.noise_eps), rng)
         budget = 0 if cfg.reward_model is not None else task.prefs.labels
-        schedule = LabelSchedule(budget, cfg.steps, task.prefs.initial_fraction, task.prefs.rate_horizon)
+        schedule = LabelSchedule(budget, cfg.steps, task.prefs.initial_share, task.prefs.rate_horizon)
         store = PreferenceStore(run_dir)
         store.set_meta("label_budget", budget)
         store.set_meta("status", "running")
@@ -382,7 +391,7 @@ def _initial_labels(cfg: RunConfig, store: PreferenceStore, schedule: LabelSched
     have = store.count_judgments() + (store.count_pending() if oracle is None else 0)
     need = schedule.initial - have
     if need > 0:
-        n_clips = max(2 * need, 10)
+        n_clips = max(need, 10)  # each clip appears in ~2 random pairs: half the random-policy steps
         clips = collect_random_clips(cfg, n_clips, length, cfg.seed).clips()
         pairs = random_pairs(len(clips), need, rng)
         if oracle is not None:
