@@ -65,6 +65,36 @@ def accuracy_by_gap(scores_fn, prefs, oracle) -> dict[str, float]:
             "strict_pairs": int(strict.sum()), "pairs_gap_lt_0.05": int((gap < 0.05).sum())}
 
 
+def trl_loads_export(out: Path, rm_dir: Path, sft: Path, prefs) -> dict:
+    """Load the exported reward model the way TRL does (RewardTrainer and GRPOTrainer given its path); compare scores."""
+    import warnings
+
+    import datasets
+    import torch
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer, RewardConfig, RewardTrainer
+
+    from prefrl.text.model import TextRewardModel
+
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    hf = str(rm_dir / "hf")
+    common = dict(report_to=[], save_strategy="no", use_cpu=True, disable_tqdm=True)
+    rows = [{"prompt": "The soup", "chosen": " was great.", "rejected": " was bad."}] * 4
+    tr = RewardTrainer(model=hf, args=RewardConfig(output_dir=str(out / "trl_export_check"), **common), train_dataset=Dataset.from_list(rows))
+    model, tok = tr.model.eval(), tr.processing_class
+    prompts, comps = prefs.prompts[:256], prefs.completions[:256]
+    with torch.no_grad():
+        enc = tok([p + c for p, c in zip(prompts, comps)], padding=True, return_tensors="pt")
+        trl_scores = model(**enc).logits[:, 0].numpy() + model.config.prefrl_reward_offset
+    ours = TextRewardModel.load(rm_dir).score(prompts, comps)
+    grpo = GRPOTrainer(model=str(sft), reward_funcs=hf, train_dataset=Dataset.from_list([{"prompt": p} for p in prompts[:8]]),
+                       args=GRPOConfig(output_dir=str(out / "trl_export_check"), per_device_train_batch_size=4, num_generations=4,
+                                       max_completion_length=16, **common))
+    return {"reward_trainer_model": type(model).__name__, "max_abs_score_diff": float(np.abs(trl_scores - ours).max()),
+            "grpo_reward_model": type(grpo.reward_funcs[0]).__name__, "completions": len(comps)}
+
+
 def trl_side_by_side(out: Path, sft: Path, train_file: Path, test, oracle, eval_prompts, sample_cfg, rm_cfg, dpo_cfg, epochs_rm: int) -> dict:
     """TRL's RewardTrainer and DPOTrainer on the same model and pairs (ties and skips dropped: TRL has no soft labels)."""
     import torch
@@ -213,6 +243,7 @@ def main() -> dict:
         except ImportError as e:
             R["trl"] = f"not installed ({e}); pip install 'prefrl[trl]'"
         else:
+            R["trl_export"] = trl_loads_export(out, out / "reward", out / "sft", test)
             R["trl"] = trl_side_by_side(out, out / "sft", out / "prefs" / "train.jsonl", test, oracle, eval_prompts, sample_cfg,
                                         rm_cfg, dpo_cfg, epochs_rm=3)
     R["wall_s"] = time.perf_counter() - t_all
@@ -262,6 +293,11 @@ def report(R: dict) -> str:
     if trl_r:
         lines += ["", f"TRL {trl_r['trl_version']} reward model, same pairs ({trl_r['pairs']} without ties), 3 epochs: held-out accuracy "
                   f"{trl_r['reward']['accuracy']:.3f}."]
+    if isinstance(R.get("trl_export"), dict):
+        x = R["trl_export"]
+        lines += ["", f"The exported reward model (`reward/hf`), loaded by TRL's RewardTrainer from its path as {x['reward_trainer_model']} "
+                  f"and by GRPOTrainer as a reward function ({x['grpo_reward_model']}), scores {x['completions']} test completions "
+                  f"within {x['max_abs_score_diff']:.1e} of prefrl."]
     elif R.get("trl"):
         lines += ["", f"TRL: {R['trl']}"]
     return "\n".join(lines) + "\n"
