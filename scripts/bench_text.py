@@ -97,15 +97,15 @@ def trl_loads_export(out: Path, rm_dir: Path, sft: Path, prefs) -> dict:
 
 def trl_side_by_side(out: Path, sft: Path, train_file: Path, test, oracle, eval_prompts, sample_cfg, rm_cfg, dpo_cfg, epochs_rm: int) -> dict:
     """TRL's RewardTrainer and DPOTrainer on the same model and pairs (ties and skips dropped: TRL has no soft labels)."""
+    import datasets
     import torch
+    import trl
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer as TRLDPOTrainer
     from trl import RewardConfig, RewardTrainer
 
-    import datasets
-    import trl
     from prefrl.text.lm import load_lm, load_tokenizer
 
     datasets.disable_progress_bars()
