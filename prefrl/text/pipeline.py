@@ -248,7 +248,7 @@ def run_ppo(
     from prefrl.text.ppo import TextPPOTrainer
 
     if (reward_model is None) == (reward_oracle is None):
-        raise PrefrlError("give exactly one of `reward_model` and `reward_oracle`")
+        raise PrefrlError("give exactly one of `--reward-model` (a text reward model) and `--reward-oracle` (an oracle name)")
     torch.manual_seed(seed)
     policy, tok = load_lm(policy_dir)
     ref = load_lm(ref_dir)[0] if ref_dir is not None else copy.deepcopy(policy)
