@@ -4,6 +4,7 @@ Stack (bottom to top)::
 
     gymnasium.make(id)            # MuJoCo / classic control (Atari: prefrl.rl.atari)
     FixedLengthWrapper            # `episode = "fixed"`: hide termination, penalise, reset in place
+    TerminationAsTruncation       # `episode = "truncate"`: a termination ends the episode as a truncation
     FrameInfoWrapper              # optional: rendered RGB frame in info["frame"] (viewer, videos)
     Monitor                       # SB3: episode statistics of the TRUE reward
     DummyVecEnv                   # SB3 vector env
@@ -75,6 +76,25 @@ class FixedLengthWrapper(gym.Wrapper):
         return obs, rew, terminated, truncated, info
 
 
+class TerminationAsTruncation(gym.Wrapper):
+    """A termination ends the episode as a truncation: the agent bootstraps through it.
+
+    SB3's PPO treats a truncated episode end as a time limit: the value target at that
+    step bootstraps from the value of the last observation, so the agent learns nothing
+    from where episodes end (no "game over is bad" or "dying is good" signal, Christiano
+    et al. 2017), while the env resets and Monitor logs one return per episode (a game,
+    on Atari). ``info["terminated_hidden"]`` is True at such steps.
+    """
+
+    def step(self, action):  # type: ignore[override]
+        obs, rew, terminated, truncated, info = self.env.step(action)
+        if terminated:
+            info = dict(info)
+            info["terminated_hidden"] = True
+            terminated, truncated = False, True
+        return obs, rew, terminated, truncated, info
+
+
 class FrameInfoWrapper(gym.Wrapper):
     """Put the rendered RGB frame of each step into ``info["frame"]`` (uint8, H x W x 3)."""
 
@@ -95,6 +115,8 @@ def make_env_fn(cfg: EnvConfig, seed: int, render: bool = False) -> Callable[[],
         if cfg.episode == "fixed":
             limit = cfg.max_episode_steps or (env.spec.max_episode_steps if env.spec else None) or 1000
             env = FixedLengthWrapper(env, cfg.termination_penalty, limit)
+        elif cfg.episode == "truncate":
+            env = TerminationAsTruncation(env)
         if render:
             env = FrameInfoWrapper(env)
         env = Monitor(env)

@@ -24,20 +24,29 @@ class ClipCollector:
     """Cuts per-env step streams into non-overlapping clips kept in a ring-buffer pool.
 
     A clip never spans an episode boundary. The pool keeps the ``pool_size`` most
-    recent clips; memory is bounded by ``pool_size`` x bytes per clip.
+    recent clips; memory is bounded by ``pool_size`` x bytes per clip, and by
+    ``max_bytes`` when given: the first clip fixes ``clip_nbytes`` and the pool then
+    keeps ``capacity = min(pool_size, max_bytes // clip_nbytes)`` clips (at least 2).
+    ``clips()`` copies the pool, so its peak is twice that.
 
     Args:
         n_envs: number of parallel envs.
         clip_length: steps per clip (T).
         pool_size: clips kept.
         keep_frames: keep ``info["frame"]`` with each step.
+        max_bytes: memory cap of the pool (obs, actions, rewards and frames), or None.
     """
 
-    def __init__(self, n_envs: int, clip_length: int, pool_size: int, keep_frames: bool = False):
+    def __init__(self, n_envs: int, clip_length: int, pool_size: int, keep_frames: bool = False,
+                 max_bytes: int | None = None):
         self.n_envs = n_envs
         self.clip_length = clip_length
         self.pool_size = pool_size
         self.keep_frames = keep_frames
+        self.max_bytes = max_bytes
+        self.capacity = pool_size
+        """Clips the pool keeps: ``pool_size``, lowered by ``max_bytes`` once ``clip_nbytes`` is known."""
+        self.clip_nbytes: int | None = None
         self._cur: list[list[tuple]] = [[] for _ in range(n_envs)]
         self._pool: list[tuple] = []
         self._next = 0  # ring-buffer write position
@@ -64,11 +73,15 @@ class ClipCollector:
             np.array([s[2] for s in steps], np.float32),
             np.stack([s[3] for s in steps]) if self.keep_frames and steps[0][3] is not None else None,
         )
-        if len(self._pool) < self.pool_size:
+        if self.clip_nbytes is None:
+            self.clip_nbytes = sum(a.nbytes for a in clip if a is not None)
+            if self.max_bytes is not None:
+                self.capacity = max(2, min(self.pool_size, self.max_bytes // self.clip_nbytes))
+        if len(self._pool) < self.capacity:
             self._pool.append(clip)
         else:
             self._pool[self._next] = clip
-        self._next = (self._next + 1) % self.pool_size
+        self._next = (self._next + 1) % self.capacity
         self.total_clips += 1
 
     def __len__(self) -> int:

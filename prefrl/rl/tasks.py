@@ -35,7 +35,9 @@ class EnvConfig:
     """Parallel environments (SB3 vector env)."""
     episode: str = "fixed"
     """`fixed`: fixed-length episodes, termination replaced by a penalty and a reset (Christiano et al.
-    2017, so episode length leaks no reward information); `terminate`: the env's own termination."""
+    2017, so episode length leaks no reward information); `terminate`: the env's own termination;
+    `truncate`: a termination ends the episode as a truncation (PPO bootstraps through it, so the
+    agent gets no end signal, while logs keep per-episode returns; the Atari presets: one game)."""
     max_episode_steps: int | None = None
     """Episode length (None = the env's registered limit)."""
     termination_penalty: float = 0.0
@@ -52,8 +54,8 @@ class EnvConfig:
     """Atari options (frame skip, frame stack, score masking), read by the Atari env builder."""
 
     def __post_init__(self) -> None:
-        if self.episode not in ("fixed", "terminate"):
-            raise PrefrlError(f"[env] episode must be `fixed` or `terminate`, got `{self.episode}`")
+        if self.episode not in ("fixed", "terminate", "truncate"):
+            raise PrefrlError(f"[env] episode must be `fixed`, `terminate` or `truncate`, got `{self.episode}`")
         if self.n_envs < 1:
             raise PrefrlError(f"[env] n_envs must be >= 1, got {self.n_envs}")
 
@@ -102,12 +104,16 @@ class PrefsConfig:
     """Clip length in steps (overrides clip_seconds)."""
     initial_fraction: float = 0.25
     """Share of the budget labeled on random-policy clips before training (Christiano: 25%)."""
+    initial_labels: int | None = None
+    """Labels on random-policy clips before training; overrides initial_fraction (Christiano, Atari: 500)."""
     rate_horizon: float = 2e6
     """Label rate decays as H / (T + H) with T env steps (Christiano, MuJoCo: H = 2e6)."""
     query: str = "disagreement"
     """Query selection: `disagreement` or `random`."""
     pool_size: int = 500
     """Recent clips kept as query candidates (Christiano: clips of recent trajectories)."""
+    pool_mib: float | None = None
+    """Memory cap of the clip pool in MiB: it keeps min(pool_size, cap / bytes per clip) clips (None: no cap)."""
     pool_factor: int = 10
     """Candidate pairs drawn per query for disagreement selection."""
     reward_epochs: int = 5
@@ -130,6 +136,17 @@ class PrefsConfig:
             raise PrefrlError(f"[prefs] labels must be >= 0, got {self.labels}")
         if not 0 <= self.initial_fraction <= 1:
             raise PrefrlError(f"[prefs] initial_fraction must be in [0, 1], got {self.initial_fraction}")
+        if self.initial_labels is not None and self.initial_labels < 0:
+            raise PrefrlError(f"[prefs] initial_labels must be >= 0, got {self.initial_labels}")
+        if self.pool_mib is not None and self.pool_mib <= 0:
+            raise PrefrlError(f"[prefs] pool_mib must be > 0, got {self.pool_mib}")
+
+    @property
+    def initial_share(self) -> float:
+        """Share of the budget labeled up front: ``initial_labels / labels`` (at most 1) when set."""
+        if self.initial_labels is None:
+            return self.initial_fraction
+        return min(1.0, self.initial_labels / self.labels) if self.labels else 0.0
 
 
 @dataclass
@@ -140,6 +157,8 @@ class RewardModelConfig:
     """Hidden widths."""
     dropout: float = 0.0
     """Dropout after hidden layers."""
+    use_actions: bool = True
+    """Feed actions to the reward net, r(o, a); false gives r(o) (Christiano's Atari predictor reads frames only)."""
     lr: float = 1e-3
     """Adam learning rate."""
     batch_size: int = 64
