@@ -159,12 +159,12 @@ def test_pair_video_side_by_side(tmp_path: Path):
     left = np.zeros((6, 210, 160, 3), np.uint8)
     right = np.full((6, 210, 160, 3), 200, np.uint8)
     frames = pair_frames(left, right, 0.0, scale=1)
-    assert frames.shape == (6, 218, 2 * 168 + 8, 3)
+    assert frames.shape == (6, 224, 344, 3)  # 218 x 344 padded to multiples of 8
     assert (frames[0, 0, 168 + 8 + 10] == [40, 200, 60]).all()  # the right clip is framed in green
     path = write_pair_video(tmp_path / "pair.mp4", left, right, label=0.5, fps=15)
     assert len(imageio.mimread(path)) == 6
     obs_pair = pair_frames(np.zeros((6, 4, 84, 84), np.uint8), np.zeros((6, 4, 84, 84), np.uint8), None, scale=2)
-    assert obs_pair.shape == (6, 176, 2 * 176 + 8, 3)  # stacked observations: the newest frame, in grey
+    assert obs_pair.shape == (6, 176, 360, 3)  # stacked observations: the newest frame, in grey
 
 
 @pytest.mark.slow

@@ -241,7 +241,9 @@ def pair_frames(left: np.ndarray, right: np.ndarray, label: float | None, scale:
         colours = (green, np.zeros(3, np.uint8)) if label > 0.5 else (np.zeros(3, np.uint8), green)
     t, h, w, _ = a.shape
     border = 4
-    out = np.zeros((t, h + 2 * border, 2 * (w + 2 * border) + gap, 3), np.uint8)  # (T, H', W', 3)
+    out_h, out_w = h + 2 * border, 2 * (w + 2 * border) + gap
+    out_h, out_w = -(-out_h // 8) * 8, -(-out_w // 8) * 8  # multiples of 8: H.264 encoders need no resize
+    out = np.zeros((t, out_h, out_w, 3), np.uint8)  # (T, H', W', 3)
     for k, (clip, colour) in enumerate(((a, colours[0]), (b, colours[1]))):
         x0 = k * (w + 2 * border + gap)
         out[:, :, x0 : x0 + w + 2 * border] = colour

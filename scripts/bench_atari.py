@@ -1,0 +1,246 @@
+"""Learned-reward PPO (synthetic oracle) vs true-reward PPO on an Atari preset, side by side.
+
+Runs ``prefrl train --baseline`` (the learned-reward arm, then the true-reward arm with the
+same env steps, seed, PPO settings and env stack: only the reward differs; one heavy
+process at a time), then scores the final reward model on clips it never saw:
+
+- clips of a uniformly random policy and of the trained learned-reward agent (stochastic
+  policy), each 25 steps; Spearman and Pearson correlation between predicted and true clip
+  return, and the accuracy on pairs with different true returns;
+- side-by-side videos of a few pairs labeled by the synthetic oracle (RGB frames, preferred
+  clip framed in green) and a short video of the trained agent, written to ``--videos``.
+
+    python scripts/bench_atari.py --task pong-quick --steps 30000 --labels 300 --seed 0
+
+Writes ``OUT/summary.json``, ``OUT/table.md`` and ``OUT/curves.png`` (true return and
+reward-model correlation vs env steps). An interrupted benchmark resumes its run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def train(args: argparse.Namespace, run_dir: Path) -> dict:
+    if (run_dir / "summary.json").exists() and (run_dir / "baseline" / "summary.json").exists():
+        return json.loads((run_dir / "summary.json").read_text())
+    cmd = [sys.executable, "-m", "prefrl.cli", "train", "--task", args.task, "--seed", str(args.seed),
+           "--steps", str(args.steps), "--labels", str(args.labels), "--run-dir", str(run_dir), "--baseline",
+           "--eval-episodes", str(args.eval_episodes), "--no-video"]
+    if (run_dir / "config.json").exists():
+        cmd.append("--resume")
+    print(" ".join(cmd), flush=True)
+    with open(run_dir.parent / f"{run_dir.name}.log", "a") as log:
+        if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT) != 0:
+            raise SystemExit(f"training failed: see {log.name}")
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def collect_clips(cfg, policy, n_clips: int, length: int, seed: int, keep_frames: bool = False, record: int = 0):
+    """``n_clips`` clips of ``length`` steps from ``policy`` (None: uniform random); optionally env 0's frames."""
+    from prefrl.rl.envs import make_vec_env
+    from prefrl.rl.reward_wrapper import ClipCollector, LearnedRewardVecEnv
+
+    env_cfg = cfg.task.env
+    venv = make_vec_env(env_cfg, seed, render=keep_frames or record > 0)
+    collector = ClipCollector(venv.num_envs, length, n_clips, keep_frames=keep_frames)
+    wrapper = LearnedRewardVecEnv(venv, None, collector)
+    obs = wrapper.reset()
+    rng = np.random.default_rng(seed)
+    frames = []
+    while collector.total_clips < n_clips or len(frames) < record:
+        if policy is None:
+            acts = rng.integers(0, venv.action_space.n, venv.num_envs)
+        else:
+            acts, _ = policy.predict(obs, deterministic=False)
+        obs, _, _, infos = wrapper.step(acts)
+        if len(frames) < record:
+            frames.append(infos[0]["frame"])
+    wrapper.close()
+    return collector.clips(), frames
+
+
+def rank_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
+    from scipy import stats
+
+    i, j = np.triu_indices(len(true), 1)
+    strict = true[i] != true[j]
+    acc = float(((pred[i] - pred[j]) * np.sign(true[i] - true[j]) > 0)[strict].mean()) if strict.any() else float("nan")
+    varies = np.std(true) > 0 and np.std(pred) > 0
+    return {
+        "clips": int(len(true)),
+        "true_return_values": {str(v): int((true == v).sum()) for v in np.unique(true)},
+        "spearman": float(stats.spearmanr(pred, true)[0]) if varies else float("nan"),
+        "pearson": float(stats.pearsonr(pred, true)[0]) if varies else float("nan"),
+        "pair_accuracy": acc,
+        "strict_pairs": int(strict.sum()),
+    }
+
+
+def held_out(args: argparse.Namespace, run_dir: Path) -> dict:
+    """Score the final reward model on fresh clips; write pair and agent videos."""
+    from prefrl.oracles import make_oracle
+    from prefrl.reward.ensemble import RewardEnsemble
+    from prefrl.rl.atari import write_pair_video
+    from prefrl.rl.evaluate import load_run_config, write_video
+    from prefrl.rl.train import build_ppo, clip_length, load_agent_checkpoint
+    from prefrl.utils import set_torch_threads
+
+    set_torch_threads()
+    cfg = load_run_config(run_dir)
+    length = clip_length(cfg.task)
+    ens = RewardEnsemble.load(run_dir / "reward_model.pt")
+    ckpt = load_agent_checkpoint(run_dir / "agent.pt")
+    from prefrl.rl.envs import make_vec_env
+
+    venv = make_vec_env(cfg.task.env, 0)
+    model = build_ppo(cfg, venv, None)
+    model.policy.load_state_dict(ckpt["policy"])
+    venv.close()
+
+    out: dict = {}
+    seed = 50_000 + args.seed
+    random_clips, _ = collect_clips(cfg, None, args.heldout_clips, length, seed)
+    agent_clips, agent_frames = collect_clips(cfg, model, args.heldout_clips, length, seed + 1,
+                                              record=args.agent_video_steps)
+    for name, clips in (("random", random_clips), ("agent", agent_clips)):
+        pred = ens.predict_clip_returns(clips.model_inputs()).mean(axis=1)
+        out[name] = rank_metrics(pred, clips.true_returns())
+    from prefrl.types import Clips
+
+    both = Clips.concat([random_clips, agent_clips])
+    out["all"] = rank_metrics(ens.predict_clip_returns(both.model_inputs()).mean(axis=1), both.true_returns())
+    del random_clips, agent_clips, both
+
+    videos = args.videos
+    videos.mkdir(parents=True, exist_ok=True)
+    game = cfg.task.env.id.split("/")[-1].split("-")[0].lower()
+    if agent_frames:
+        frames = np.stack(agent_frames)  # (T, 210, 160, 3): pad to 216 rows, a multiple of 8 for H.264
+        frames = np.pad(frames, ((0, 0), (0, -frames.shape[1] % 8), (0, -frames.shape[2] % 8), (0, 0)))
+        write_video(videos / f"atari_{game}_agent.mp4", frames, fps=15)
+    # labeled pairs with RGB frames: a random-policy clip against an agent clip, labeled by the synthetic oracle
+    pair_clips, _ = collect_clips(cfg, model, 8 * args.pair_videos, length, seed + 2, keep_frames=True)
+    rets = pair_clips.true_returns()
+    order = np.argsort(rets)  # pair low with high returns where there are both, so the videos show a preference
+    pairs = [(order[-1 - k], order[k]) for k in range(args.pair_videos)]
+    oracle = make_oracle("synthetic", np.random.default_rng(0))
+    pred = ens.predict_clip_returns(pair_clips.model_inputs()).mean(axis=1)
+    out["pair_videos"] = []
+    for k, (a, b) in enumerate(pairs):
+        label = float(oracle.label(pair_clips[[a]], pair_clips[[b]])[0])
+        path = write_pair_video(videos / f"atari_{game}_pair{k}.mp4", pair_clips.frames[a], pair_clips.frames[b], label)
+        out["pair_videos"].append({"video": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+                                   "label": label, "true_returns": [float(rets[a]), float(rets[b])],
+                                   "predicted_returns": [round(float(pred[a]), 3), round(float(pred[b]), 3)]})
+    return out
+
+
+def plot(run_dir: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prefrl.plots import read_progress
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    for label, path in (("learned reward (synthetic labels)", run_dir / "progress.csv"),
+                        ("true reward", run_dir / "baseline" / "progress.csv")):
+        p = read_progress(path)
+        if p:
+            ax1.plot(p["timesteps"], p["true_return_mean"], label=label)
+    ax1.set_xlabel("agent steps (x4 frames)")
+    ax1.set_ylabel("true game score (mean of last 100 games)")
+    ax1.grid(alpha=0.3)
+    ax1.legend()
+    p = read_progress(run_dir / "progress.csv")
+    if p:
+        ax2.plot(p["timesteps"], p["reward_corr"], label="Pearson r, clip pool")
+        ax2b = ax2.twinx()
+        ax2b.plot(p["timesteps"], p["labels"], color="grey", ls="--", label="labels")
+        ax2b.set_ylabel("labels")
+    ax2.set_xlabel("agent steps")
+    ax2.set_ylabel("predicted vs true clip return")
+    ax2.grid(alpha=0.3)
+    ax2.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def table(args: argparse.Namespace, summary: dict, heldout: dict) -> str:
+    base = summary.get("baseline", {})
+    cmd = (f"python scripts/bench_atari.py --task {args.task} --steps {args.steps} --labels {args.labels} "
+           f"--seed {args.seed}")
+    lines = [
+        f"Command: `{cmd}`",
+        "",
+        "| arm | agent steps (frames) | labels | true score, last games of training | eval score | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, s in (("learned reward (synthetic oracle)", summary), ("true reward", base)):
+        lines.append(f"| {name} | {s.get('timesteps', 0):,} ({4 * s.get('timesteps', 0):,}) | {s.get('labels', 0)} | "
+                     f"{_f(s.get('true_return_mean'))} | {_f(s.get('eval_return_mean'))} | {_f(s.get('wall_s'), 0)} |")
+    lines += [
+        "",
+        "Reward model on held-out clips (never labeled), predicted vs true clip return:",
+        "",
+        "| clips | n | true returns | Spearman | Pearson | pair accuracy (strict pairs) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("random", "agent", "all"):
+        h = heldout[name]
+        vals = ", ".join(f"{k}: {v}" for k, v in h["true_return_values"].items())
+        lines.append(f"| {name} | {h['clips']} | {vals} | {_f(h['spearman'])} | {_f(h['pearson'])} | "
+                     f"{_f(h['pair_accuracy'])} ({h['strict_pairs']}) |")
+    return "\n".join(lines)
+
+
+def _f(x, nd: int = 2) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{nd}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="pong-quick")
+    ap.add_argument("--steps", type=int, default=30_000, help="agent steps per arm (x4 frames)")
+    ap.add_argument("--labels", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-episodes", type=int, default=2)
+    ap.add_argument("--heldout-clips", type=int, default=200, help="held-out clips per policy (random, agent)")
+    ap.add_argument("--pair-videos", type=int, default=3)
+    ap.add_argument("--agent-video-steps", type=int, default=450, help="steps of the agent video (15 per second)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench_out" / "atari")
+    ap.add_argument("--videos", type=Path, default=ROOT / "videos")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    run_dir = args.out / f"{args.task}-{args.steps}-{args.labels}-s{args.seed}"
+
+    t0 = time.perf_counter()
+    summary = train(args, run_dir)
+    t_train = time.perf_counter() - t0
+    heldout = held_out(args, run_dir)
+    plot(run_dir, args.out / "curves.png")
+    result = {"task": args.task, "steps": args.steps, "labels": args.labels, "seed": args.seed,
+              "summary": summary, "heldout": heldout, "train_wall_s": round(t_train, 1),
+              "total_wall_s": round(time.perf_counter() - t0, 1)}
+    (args.out / "summary.json").write_text(json.dumps(result, indent=2))
+    md = table(args, summary, heldout)
+    (args.out / "table.md").write_text(md + "\n")
+    print(md)
+    print(json.dumps({k: result[k] for k in ("train_wall_s", "total_wall_s")}))
+
+
+if __name__ == "__main__":
+    main()
