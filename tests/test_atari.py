@@ -202,3 +202,7 @@ def test_cnn_ensemble_ranks_held_out_pong_pairs(rng: np.random.Generator):
     acc = float(((pred[i] - pred[j]) * np.sign(true[i] - true[j]) > 0)[strict].mean())
     assert strict.sum() > 500
     assert acc > 0.7, f"held-out pair accuracy {acc:.2f} (chance: 0.5)"
+
+
+def test_env_id_resolves_to_the_main_preset():
+    assert load_task("ALE/Pong-v5").name == "pong"  # not pong-quick

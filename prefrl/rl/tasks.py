@@ -222,10 +222,12 @@ def load_task(name_or_path: str, envs_dir: Path = ENVS_DIR) -> TaskConfig:
     if path.suffix != ".toml":
         tasks = list_tasks(envs_dir)
         if name_or_path not in tasks:
-            # Accept env ids too (HalfCheetah-v5 -> the preset whose env.id matches).
-            for stem, p in tasks.items():
-                if _read_toml(p).get("env", {}).get("id", "").lower() == name_or_path.lower():
-                    return load_task(stem, envs_dir)
+            # Accept env ids too (HalfCheetah-v5 -> the preset whose env.id matches; of several,
+            # the shortest name: ALE/Pong-v5 -> pong, not pong-quick).
+            matches = [stem for stem, p in tasks.items()
+                       if _read_toml(p).get("env", {}).get("id", "").lower() == name_or_path.lower()]
+            if matches:
+                return load_task(min(matches, key=len), envs_dir)
             close = difflib.get_close_matches(name_or_path.lower(), list(tasks), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
             raise PrefrlError(f"unknown task `{name_or_path}` (see `prefrl tasks`){hint}")
