@@ -10,7 +10,8 @@ PPO, or a learned reward from an oracle with a label budget) and a seed. Its key
 - a run with ``config.json`` but no ``summary.json`` was interrupted: with ``resume=True``
   it continues from its last checkpoint (``prefrl train --resume``), without it the sweep
   refuses to start (nothing is overwritten);
-- a run directory whose ``config.json`` differs from the grid's run is refused too.
+- a run directory whose ``config.json`` differs from the grid's run is refused too;
+- a run that another live sweep on this host is running (``sweep.lock``) makes the sweep refuse.
 
 Backends: ``local`` (a process pool, one fresh process per run, ``workers`` at a time)
 and ``ray`` (one Ray task per run with ``num_cpus=1``; a local Ray started for the sweep,
@@ -32,6 +33,7 @@ import csv
 import json
 import math
 import os
+import socket
 import sys
 import time
 import traceback
@@ -45,6 +47,7 @@ from prefrl.types import PrefrlError
 
 BACKENDS = ("local", "ray")
 LOG_NAME = "sweep.log"
+LOCK_NAME = "sweep.lock"
 
 
 @dataclass(frozen=True)
@@ -222,13 +225,43 @@ def _deep_merge(base: dict, over: dict, where: str) -> dict:
 
 
 def run_status(spec: RunSpec, root: str | Path) -> str:
-    """`finished` (summary.json), `interrupted` (config.json only) or `new`."""
+    """`finished` (summary.json), `running` (another live process on this host holds its lock),
+    `interrupted` (config.json, no summary) or `new`."""
     d = Path(root) / spec.dirname
     if (d / "summary.json").is_file():
         return "finished"
+    if _lock_holder(d) is not None:
+        return "running"
     if (d / "config.json").is_file():
         return "interrupted"
     return "new"
+
+
+def _lock_holder(run_dir: Path) -> int | None:
+    """The pid of a live process on this host running this run, from RUN_DIR/sweep.lock.
+
+    A lock left by a killed process, or written on another host (a Ray cluster; its liveness
+    cannot be checked from here), does not count.
+    """
+    try:
+        lock = json.loads((run_dir / LOCK_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if lock.get("host") != socket.gethostname() or not isinstance(lock.get("pid"), int):
+        return None
+    pid = lock["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    try:  # a killed process nobody has reaped yet (a zombie) is dead too
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return None
+    except (OSError, IndexError):
+        pass
+    return pid if pid != os.getpid() else None
 
 
 _COMPARED = ("task", "oracle", "steps", "seed", "reward", "eval_episodes")
@@ -292,6 +325,10 @@ def execute_run(spec_dict: dict, root: str) -> dict:
     if (run_dir / "summary.json").is_file():
         return {**json.loads((run_dir / "summary.json").read_text()), "key": spec.key, "status": "skipped"}
     run_dir.mkdir(parents=True, exist_ok=True)
+    holder = _lock_holder(run_dir)
+    if holder is not None:
+        raise PrefrlError(f"{run_dir}: being run by process {holder} (another sweep on this folder)")
+    (run_dir / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
     resume = (run_dir / "config.json").is_file()
     log = open(run_dir / LOG_NAME, "a", buffering=1)
     sys.stdout.flush()
@@ -315,6 +352,7 @@ def execute_run(spec_dict: dict, root: str) -> dict:
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         log.close()
+        (run_dir / LOCK_NAME).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,12 +370,13 @@ class RunOutcome:
 
 
 def plan(runs: Iterable[RunSpec], root: str | Path) -> dict[str, list[RunSpec]]:
-    """Runs grouped by status (`finished`, `interrupted`, `new`), directories checked against the grid."""
+    """Runs grouped by status (`finished`, `running`, `interrupted`, `new`); existing directories are
+    checked against the grid."""
     root = Path(root)
-    groups: dict[str, list[RunSpec]] = {"finished": [], "interrupted": [], "new": []}
+    groups: dict[str, list[RunSpec]] = {"finished": [], "running": [], "interrupted": [], "new": []}
     for spec in runs:
         status = run_status(spec, root)
-        if status != "new":
+        if status in ("finished", "interrupted"):
             _check_same_config(spec, root)
         groups[status].append(spec)
     return groups
@@ -378,6 +417,11 @@ def run_sweep(
     for spec in runs:
         spec.task_config()  # bad presets and overrides fail here, before anything starts
     groups = plan(runs, root)
+    if groups["running"]:
+        s = groups["running"][0]
+        raise PrefrlError(f"{root}: {len(groups['running'])} run(s) are being run right now by another sweep "
+                          f"(e.g. {s.key}, process {_lock_holder(root / s.dirname)}); wait for it to finish "
+                          f"or use another output folder")
     if groups["interrupted"] and not resume:
         keys = ", ".join(s.key for s in groups["interrupted"][:3])
         more = f" and {len(groups['interrupted']) - 3} more" if len(groups["interrupted"]) > 3 else ""
@@ -646,3 +690,48 @@ def print_plan(runs: list[RunSpec], root: str | Path) -> None:
     for spec in runs:
         print(f"{run_status(spec, root):12s} {spec.key:50s} steps={spec.steps or 'preset'} "
               f"overrides={json.dumps(spec.overrides) if spec.overrides else '-'}")
+
+
+def sweep_and_report(
+    grid: Grid,
+    out: str | Path,
+    figure_dir: str | Path,
+    title: str,
+    backend: str = "local",
+    workers: int = 2,
+    address: str | None = None,
+    resume: bool = False,
+    aggregate_only: bool = False,
+    results: str | Path | None = None,
+) -> int:
+    """Run a grid (unless ``aggregate_only``), then write CSVs, ``table.md``, ``curves.png`` and
+    ``normalized.png`` into ``figure_dir`` (and copy them into ``results``). Returns the failed runs."""
+    import shutil
+
+    from prefrl.plots import plot_normalized, plot_sweep_curves
+
+    runs = grid.runs()
+    failed = 0
+    if not aggregate_only:
+        outcomes = run_sweep(runs, out, backend=backend, workers=workers, address=address, resume=resume)
+        failed = sum(o.status == "failed" for o in outcomes)
+    figure_dir = Path(figure_dir)
+    paths = aggregate(runs, out, figure_dir)
+    labels = {a.key: a.label for a in grid.arms}
+    order = [a.key for a in grid.arms]
+    curves = plot_sweep_curves(read_csv(paths["curves"]), figure_dir / "curves.png", labels, order, title)
+    table = read_csv(paths["table"])
+    bars = plot_normalized(table, figure_dir / "normalized.png", labels, order,
+                           title="final eval return: 0 = untrained policy, 1 = true-reward PPO")
+    md = format_table(table, labels)
+    (figure_dir / "table.md").write_text(md + "\n")
+    print(md)
+    made = [p for p in [*paths.values(), figure_dir / "table.md", curves, bars] if p is not None]
+    print("wrote " + ", ".join(str(p) for p in made))
+    if results is not None:
+        dest = Path(results)
+        dest.mkdir(parents=True, exist_ok=True)
+        for p in made:
+            shutil.copy(p, dest / Path(p).name)
+        print(f"copied to {dest}")
+    return failed

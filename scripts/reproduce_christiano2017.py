@@ -15,34 +15,25 @@ over seeds with ±1 sd shaded; the table the final deterministic evaluation retu
           (the paper averages 5 runs), each preset's env steps (`prefrl tasks`), plus the
           Atari games that have presets with 3300 / 5500 / 10000 labels, 3 seeds.
 
-Runs are keyed by task, arm and seed (OUT/task--arm--sSEED); a sweep started again skips
-finished runs and, with --resume, continues interrupted ones from their checkpoints. The
-CSVs (runs.csv, curves.csv, table.csv), table.md and the figure go to OUT, and with
---results DIR are copied there too.
+Runs are keyed by task, arm and seed (OUT/task--arm--sSEED, OUT = runs/reproduce-quick or
+runs/reproduce-full); a sweep started again skips finished runs and, with --resume, continues
+interrupted ones from their checkpoints. reproduce_bpref.py shares OUT, so its true-reward and
+perfect-oracle runs are these when the settings agree. The CSVs (runs.csv, curves.csv,
+table.csv), table.md and the figures (curves.png, normalized.png) go to OUT/christiano2017/FIG,
+and with --results DIR to DIR/FIG too.
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prefrl.plots import plot_normalized, plot_sweep_curves  # noqa: E402
 from prefrl.rl.tasks import list_tasks  # noqa: E402
-from prefrl.sweep import (  # noqa: E402
-    Arm,
-    Grid,
-    add_sweep_args,
-    aggregate,
-    format_table,
-    print_plan,
-    read_csv,
-    run_sweep,
-)
+from prefrl.sweep import Arm, Grid, add_sweep_args, print_plan, sweep_and_report  # noqa: E402
 from prefrl.types import PrefrlError  # noqa: E402
 
 MUJOCO = ["ant", "half-cheetah", "hopper", "inverted-double-pendulum", "inverted-pendulum", "reacher", "swimmer",
@@ -81,10 +72,6 @@ def grids(mode: str, suite: str) -> list[tuple[str, Grid]]:
     return out
 
 
-def arm_labels(grid: Grid) -> dict[str, str]:
-    return {a.key: a.label for a in grid.arms}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = ap.add_mutually_exclusive_group()
@@ -94,57 +81,34 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", help="only these tasks of the grid")
     ap.add_argument("--seeds", nargs="+", type=int, help="replace the grid's seeds")
     ap.add_argument("--steps", type=int, help="env steps of every run (default: the grid's)")
-    ap.add_argument("--results", type=Path, help="also copy the CSVs, table and figures here (e.g. results/christiano2017)")
+    ap.add_argument("--results", type=Path,
+                    help="also copy the CSVs, table and figures here (e.g. results/christiano2017)")
     add_sweep_args(ap, default_out="")
     args = ap.parse_args()
     name = "full" if args.full else "quick"
-    out = Path(args.out or ROOT / "runs" / f"christiano2017-{name}")
+    out = Path(args.out or ROOT / "runs" / f"reproduce-{name}")
 
     try:
         failed = 0
         for fig, grid in grids(name, args.suite):
             if args.tasks:
-                unknown = [t for t in args.tasks if t not in grid.tasks]
                 grid.tasks = {t: o for t, o in grid.tasks.items() if t in args.tasks}
                 if not grid.tasks:
-                    if fig == "mujoco" and unknown:
-                        print(f"note: {', '.join(unknown)} not in the {fig} grid ({', '.join(MUJOCO)})")
                     continue
             if args.seeds:
                 grid.seeds = args.seeds
             if args.steps:
                 grid.steps = args.steps
                 grid.tasks = {t: {k: v for k, v in o.items() if k != "steps"} for t, o in grid.tasks.items()}
-            runs = grid.runs()
             if args.dry_run:
-                print_plan(runs, out)
+                print_plan(grid.runs(), out)
                 continue
-            if not args.aggregate_only:
-                outcomes = run_sweep(runs, out, backend=args.backend, workers=args.workers, address=args.address,
-                                     resume=args.resume)
-                failed += sum(o.status == "failed" for o in outcomes)
-            paths = aggregate(runs, out, out / fig)
-            labels = arm_labels(grid)
-            order = [a.key for a in grid.arms]
-            title = f"Christiano et al. 2017, {'MuJoCo' if fig == 'mujoco' else 'Atari'} ({name}): PPO on " \
-                    f"learned vs true reward"
-            curves = plot_sweep_curves(read_csv(paths["curves"]), out / fig / "curves.png", labels, order, title)
-            table = read_csv(paths["table"])
-            bars = plot_normalized(table, out / fig / "normalized.png", labels, order,
-                                   title="final eval return, 0 = untrained policy, 1 = true-reward PPO")
-            md = format_table(table, labels)
-            (out / fig / "table.md").write_text(md + "\n")
-            print(md)
-            for p in [curves, bars]:
-                if p:
-                    print(f"wrote {p}")
-            if args.results:
-                dest = args.results / fig
-                dest.mkdir(parents=True, exist_ok=True)
-                for p in [*paths.values(), out / fig / "table.md", curves, bars]:
-                    if p and Path(p).exists():
-                        shutil.copy(p, dest / Path(p).name)
-                print(f"copied results to {dest}")
+            title = (f"Christiano et al. 2017, {'MuJoCo' if fig == 'mujoco' else 'Atari'} ({name}): "
+                     f"PPO on learned vs true reward")
+            failed += sweep_and_report(grid, out, out / "christiano2017" / fig, title, backend=args.backend,
+                                       workers=args.workers, address=args.address, resume=args.resume,
+                                       aggregate_only=args.aggregate_only,
+                                       results=args.results / fig if args.results else None)
         if failed:
             raise SystemExit(f"{failed} run(s) failed; see their sweep.log, fix, and run again with --resume")
     except PrefrlError as e:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -126,6 +127,22 @@ def test_bad_backend_workers_and_address(preset, tmp_path):
         run_sweep(runs, tmp_path, address="auto")
 
 
+def test_a_run_held_by_a_live_sweep_is_not_started_twice(preset, tmp_path):
+    spec = tiny_grid(preset).runs()[0]
+    run_dir = tmp_path / spec.dirname
+    run_dir.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run_dir / "sweep.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid}))
+        assert run_status(spec, tmp_path) == "running"
+        with pytest.raises(PrefrlError, match=rf"being run right now by another sweep .*process {other.pid}"):
+            run_sweep([spec], tmp_path, resume=True)
+    finally:
+        other.kill()
+        other.wait()
+    assert run_status(spec, tmp_path) == "new"  # the holder died: its lock no longer counts
+
+
 def test_read_curve_drops_rows_repeated_by_a_resume(tmp_path):
     rows = ["timesteps,labels,true_return_mean,wall_s",
             "100,5,1.0,1", "200,6,2.0,2", "300,7,3.0,3",  # checkpoint was at 200, then a crash
@@ -215,6 +232,9 @@ def test_interrupted_local_sweep_resumes(finished, preset, tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     runs = tiny_grid(preset).runs() + [RunSpec(preset, Arm.learned(20), 1, steps, eval_episodes=1)]
+    while run_status(runs[2], root) == "running":  # a killed process takes a moment to be gone
+        assert time.time() < deadline + 30, "the killed worker still holds its lock"
+        time.sleep(0.2)
     assert [run_status(s, root) for s in runs] == ["finished", "finished", "interrupted"]
     with pytest.raises(PrefrlError, match=r"1 run\(s\) were interrupted \(tiny/synthetic-20/s1\); pass `--resume`"):
         run_sweep(runs, root)
