@@ -206,3 +206,16 @@ def test_cnn_ensemble_ranks_held_out_pong_pairs(rng: np.random.Generator):
 
 def test_env_id_resolves_to_the_main_preset():
     assert load_task("ALE/Pong-v5").name == "pong"  # not pong-quick
+
+
+def test_atari_label_schedule_starts_with_500_random_policy_labels():
+    from prefrl.rl.loop import LabelSchedule
+
+    p = load_task("pong").prefs
+    assert LabelSchedule(p.labels, 2_500_000, p.initial_share, p.rate_horizon).initial == 500
+    assert dataclasses.replace(p, labels=300).initial_share == 1.0  # a budget below 500: all up front
+
+
+def test_unknown_game_warns_that_the_score_is_readable():
+    with pytest.warns(UserWarning, match="no HUD mask is known for `ALE/MsPacman-v5`"):
+        make_atari_env(dataclasses.replace(_pong(), id="ALE/MsPacman-v5"))

@@ -121,6 +121,11 @@ def mask_rects(env_id: str, opts: AtariOptions) -> tuple[Rect, ...]:
     if opts.mask == "none":
         return ()
     if opts.mask == "auto":
+        if game_name(env_id) not in HUD_MASKS:
+            import warnings
+
+            warnings.warn(f"no HUD mask is known for `{env_id}`: the reward model can read its score "
+                          f"(set [env.atari] mask to a list of [top, bottom, left, right] rectangles)", stacklevel=2)
         return HUD_MASKS.get(game_name(env_id), ())
     return tuple(tuple(r) for r in opts.mask)  # type: ignore[misc]
 
