@@ -71,7 +71,7 @@ def arm_colors(arms: list[str]) -> dict[str, str]:
     tab = matplotlib.colormaps["tab10"]
     others = [a for a in arms if a not in colors and a != "true"]
     for i, a in enumerate(others):
-        colors[a] = matplotlib.colors.to_hex(tab([0, 2, 3, 4, 5, 6, 8, 9][i % 8]))
+        colors[a] = matplotlib.colors.to_hex(tab([2, 3, 4, 5, 6, 8, 9, 7][i % 8]))  # no blue, no orange
     colors["true"] = TRUE_REWARD_COLOR
     return colors
 
@@ -132,7 +132,10 @@ def plot_sweep_curves(
     ncols = ncols or min(4, len(tasks))
     nrows = math.ceil(len(tasks) / ncols)
     width = max(4.2 * ncols, 7.0)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.3 * nrows + 0.6), dpi=110, squeeze=False)
+    per_row = max(1, min(len(arms), int(width // 2.4)))
+    legend_rows = math.ceil(len(arms) / per_row)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.3 * nrows + 0.3 * legend_rows + 0.8), dpi=110,
+                             squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         for arm in arms:
             rows = [r for r in curves if r["task"] == task and r["arm"] == arm]
@@ -162,15 +165,13 @@ def plot_sweep_curves(
         h, l = ax.get_legend_handles_labels()
         if len(h) > len(handles):
             handles, labels = h, l
-    per_row = max(1, min(len(labels), int(width // 2.4)))
     fig.legend(handles, labels, loc="lower center", ncol=per_row, frameon=False, bbox_to_anchor=(0.5, 0.0),
                fontsize=9)
     if title:
         import textwrap
 
         fig.suptitle("\n".join(textwrap.wrap(title, int(width * 11))), fontsize=11)
-    legend_rows = math.ceil(len(labels) / per_row) if labels else 0
-    fig.tight_layout(rect=(0, (0.3 * legend_rows + 0.1) / fig.get_figheight(), 1, 1))
+    fig.tight_layout(rect=(0, (0.3 * legend_rows + 0.15) / fig.get_figheight(), 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     plt.close(fig)
@@ -209,7 +210,7 @@ def plot_normalized(
         arms = [a for a in arm_order if a in arms] + [a for a in arms if a not in arm_order]
     colors = arm_colors(arms)
     width = 0.8 / len(arms)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.0 + 0.5 * len(arms) * len(tasks)), 3.8), dpi=110)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.0 + 0.45 * len(arms) * len(tasks)) + 2.6, 3.8), dpi=110)
     for j, arm in enumerate(arms):
         xs, ms, sds = [], [], []
         for i, task in enumerate(tasks):
@@ -225,9 +226,11 @@ def plot_normalized(
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, ncol=2, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
-        ax.set_title(title)
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

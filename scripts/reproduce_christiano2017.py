@@ -38,7 +38,7 @@ from prefrl.types import PrefrlError  # noqa: E402
 
 MUJOCO = ["ant", "half-cheetah", "hopper", "inverted-double-pendulum", "inverted-pendulum", "reacher", "swimmer",
           "walker2d"]
-ATARI = ["beamrider", "breakout", "enduro", "pong", "qbert", "seaquest", "space-invaders"]
+ATARI = ["beam-rider", "breakout", "enduro", "pong", "qbert", "seaquest", "space-invaders"]
 
 # Reacher-v5 episodes are 50 steps (1 s) but the preset's 1.5 s clips are 75 steps: a clip never
 # fits in an episode. 25-step clips (0.5 s) until the preset says otherwise.
