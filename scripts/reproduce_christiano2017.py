@@ -90,7 +90,12 @@ def main() -> None:
 
     try:
         failed = 0
-        for fig, grid in grids(name, args.suite):
+        all_grids = grids(name, args.suite)
+        known = [t for _, g in all_grids for t in g.tasks]
+        unknown = [t for t in args.tasks or [] if t not in known]
+        if unknown:
+            raise PrefrlError(f"`--tasks`: {', '.join(unknown)} not in the {name} grid ({', '.join(known)})")
+        for fig, grid in all_grids:
             if args.tasks:
                 grid.tasks = {t: o for t, o in grid.tasks.items() if t in args.tasks}
                 if not grid.tasks:
