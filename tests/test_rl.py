@@ -208,3 +208,11 @@ def test_learned_reward_ppo_beats_random_policy(tmp_path: Path):
     assert summary["eval_return_mean"] > random_return + 150, (summary, random_return)
     with open(run / "summary.json") as f:
         assert json.load(f)["labels"] == 80
+
+
+def test_clips_longer_than_episodes_are_refused(tmp_path: Path):
+    preset = tmp_path / "long.toml"
+    preset.write_text(TINY_PRESET.replace("clip_length = 10", "clip_length = 300"))
+    with pytest.raises(PrefrlError, match="clips of 300 steps are longer than its 200-step episodes"):
+        main(["train", "--task", str(preset), "--run-dir", str(tmp_path / "run"), "--steps", "512"])
+    assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written

@@ -261,10 +261,21 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict:
 def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     set_torch_threads()
     rng = seed_everything(cfg.seed)
-    run_dir = prepare_run_dir(cfg, resume)
     task = cfg.task
     learned = cfg.reward == "learned"
     length = clip_length(task)
+    limit = task.env.max_episode_steps
+    if limit is None and task.env.type != "atari":
+        import gymnasium as gym
+
+        try:
+            limit = gym.spec(task.env.id).max_episode_steps
+        except gym.error.Error:
+            limit = None  # an unknown id is reported with close matches when the env is made
+    if learned and limit is not None and length > limit:
+        raise PrefrlError(f"task `{task.name}`: clips of {length} steps are longer than its {limit}-step episodes, "
+                          "so no clip could ever be cut; set [prefs] clip_length (or clip_seconds) shorter")
+    run_dir = prepare_run_dir(cfg, resume)
 
     venv = make_vec_env(task.env, cfg.seed, render=cfg.keep_frames and learned)
     collector = ClipCollector(venv.num_envs, length, task.prefs.pool_size, cfg.keep_frames,
