@@ -16,27 +16,12 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from prefrl.reward.trainer import RewardTrainConfig
-from prefrl.types import PrefrlError
-from prefrl.utils import set_torch_threads
+from prefrl.core.nets import RewardModelConfig
+from prefrl.core.trainer import RewardTrainConfig
+from prefrl.core.types import PrefrlError
+from prefrl.core.utils import set_torch_threads
 
 Positional = tyro.conf.Positional
-
-
-# ---- shared option groups ------------------------------------------------------------------
-@dataclass
-class RewardNetArgs:
-    kind: str = "mlp"
-    """Reward net kind: mlp, cnn, transformer."""
-    hidden: tuple[int, ...] = (64, 64)
-    """Hidden layer widths."""
-    dropout: float = 0.0
-    """Dropout after each hidden layer."""
-
-    def to_config(self):
-        from prefrl.reward.nets import RewardNetConfig
-
-        return RewardNetConfig(kind=self.kind, hidden=tuple(self.hidden), dropout=self.dropout)
 
 
 # ---- reward --------------------------------------------------------------------------------
@@ -45,12 +30,10 @@ class RewardFit:
     """Fit a reward ensemble on a preference dataset (clips.npz + comparisons.jsonl)."""
 
     dataset: Positional[Path]
-    """Dataset directory (shared/DESIGN.md format), e.g. the output of `prefrl prefs export`."""
+    """Dataset directory (clips.npz + comparisons.jsonl; docs/design.md), e.g. the output of `prefrl prefs export`."""
     out: Path
     """Where to write the reward model (.pt, loads with weights_only=True)."""
-    members: int = 3
-    """Ensemble size."""
-    net: RewardNetArgs = field(default_factory=lambda: RewardNetArgs())
+    model: RewardModelConfig = field(default_factory=RewardModelConfig)
     train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
     seed: int = 0
     """Seed of bootstraps and initialisation."""
@@ -58,14 +41,14 @@ class RewardFit:
     def run(self) -> dict:
         import torch
 
-        from prefrl.preferences import load_dataset
-        from prefrl.reward.ensemble import RewardEnsemble
-        from prefrl.reward.trainer import RewardTrainer
-        from prefrl.utils import input_spec_from_clips
+        from prefrl.core.dataset import load_dataset
+        from prefrl.core.ensemble import RewardEnsemble
+        from prefrl.core.trainer import RewardTrainer
+        from prefrl.core.utils import input_spec_from_clips
 
         clips, comps, _ = load_dataset(self.dataset)
         torch.manual_seed(self.seed)
-        ens = RewardEnsemble(input_spec_from_clips(clips), self.net.to_config(), self.members)
+        ens = RewardEnsemble(input_spec_from_clips(clips), self.model)
         trainer = RewardTrainer(ens, self.train, np.random.default_rng(self.seed))
         metrics = trainer.fit(clips.model_inputs(), comps)
         ens.update_normalisation(clips.model_inputs())
@@ -86,8 +69,8 @@ class RewardScore:
     """Output .npy file."""
 
     def run(self) -> np.ndarray:
-        from prefrl.reward.ensemble import RewardEnsemble
-        from prefrl.types import Clips
+        from prefrl.core.ensemble import RewardEnsemble
+        from prefrl.core.types import Clips
 
         ens = RewardEnsemble.load(self.model)
         clips = Clips.load_npz(self.clips)
@@ -109,7 +92,7 @@ class PrefsExport:
     """Output dataset directory."""
 
     def run(self) -> None:
-        from prefrl.preferences import PreferenceStore
+        from prefrl.core.store import PreferenceStore
 
         with PreferenceStore(self.run_dir, create=False) as store:
             n_clips, n_comps = store.export(self.out)
@@ -130,18 +113,20 @@ COMMANDS: dict[str, type] = {
 }
 
 
-def _register_optional_commands() -> None:
-    """Commands defined beside their parts (RL loop, viewer, text)."""
+COMMAND_MODULES = ("prefrl.control.commands", "prefrl.human.commands", "prefrl.text.commands")
+
+
+def _register_part_commands() -> None:
+    """Commands defined beside their parts (control, viewer, text).
+
+    Every part ships with prefrl, so an import error here is a bug (or a broken install) and is
+    raised as it is: a command never silently vanishes as "unknown command". Optional
+    third-party dependencies (transformers for text) are imported inside the commands.
+    """
     import importlib
 
-    for mod in ("prefrl.rl.commands", "prefrl.human.commands", "prefrl.text.commands"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith("prefrl"):
-                continue  # that part is not built yet
-            raise
-        COMMANDS.update(m.COMMANDS)
+    for mod in COMMAND_MODULES:
+        COMMANDS.update(importlib.import_module(mod).COMMANDS)
 
 
 def _usage() -> str:
@@ -160,7 +145,7 @@ def main(argv: list[str] | None = None) -> object:
     that command's options.
     """
     set_torch_threads()
-    _register_optional_commands()
+    _register_part_commands()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())

@@ -30,26 +30,28 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from prefrl.core.rundir import RunDir, write_json_atomic  # noqa: E402
 
-def train(args: argparse.Namespace, run_dir: Path) -> dict:
-    if (run_dir / "summary.json").exists() and (run_dir / "baseline" / "summary.json").exists():
-        return json.loads((run_dir / "summary.json").read_text())
+
+def train(args: argparse.Namespace, rd: RunDir) -> dict:
+    if rd.summary.exists() and rd.baseline.summary.exists():
+        return rd.read_summary()
     cmd = [sys.executable, "-m", "prefrl.cli", "train", "--task", args.task, "--seed", str(args.seed),
-           "--steps", str(args.steps), "--labels", str(args.labels), "--run-dir", str(run_dir), "--baseline",
+           "--steps", str(args.steps), "--labels", str(args.labels), "--run-dir", str(rd.path), "--baseline",
            "--eval-episodes", str(args.eval_episodes), "--no-video"]
-    if (run_dir / "config.json").exists():
+    if rd.config.exists():
         cmd.append("--resume")
     print(" ".join(cmd), flush=True)
-    with open(run_dir.parent / f"{run_dir.name}.log", "a") as log:
+    with open(rd.path.parent / f"{rd.path.name}.log", "a") as log:
         if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT) != 0:
             raise SystemExit(f"training failed: see {log.name}")
-    return json.loads((run_dir / "summary.json").read_text())
+    return rd.read_summary()
 
 
 def collect_clips(cfg, policy, n_clips: int, length: int, seed: int, keep_frames: bool = False, record: int = 0):
     """``n_clips`` clips of ``length`` steps from ``policy`` (None: uniform random); optionally env 0's frames."""
-    from prefrl.rl.envs import make_vec_env
-    from prefrl.rl.reward_wrapper import ClipCollector, LearnedRewardVecEnv
+    from prefrl.control.envs import make_vec_env
+    from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv
 
     env_cfg = cfg.task.env
     venv = make_vec_env(env_cfg, seed, render=keep_frames or record > 0)
@@ -87,24 +89,25 @@ def rank_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
     }
 
 
-def held_out(args: argparse.Namespace, run_dir: Path) -> dict:
+def held_out(args: argparse.Namespace, rd: RunDir) -> dict:
     """Score the final reward model on fresh clips; write pair and agent videos."""
-    from prefrl.oracles import make_oracle
-    from prefrl.reward.ensemble import RewardEnsemble
-    from prefrl.rl.atari import write_pair_video
-    from prefrl.rl.evaluate import load_run_config, write_video
-    from prefrl.rl.train import build_ppo, clip_length, load_agent_checkpoint
-    from prefrl.utils import set_torch_threads
+    from prefrl.core.oracles import make_oracle
+    from prefrl.core.ensemble import RewardEnsemble
+    from prefrl.control.atari import write_pair_video
+    from prefrl.control.agent import build_ppo, load_agent_checkpoint
+    from prefrl.control.config import clip_length, load_run_config
+    from prefrl.viz import write_video
+    from prefrl.core.utils import set_torch_threads
 
     set_torch_threads()
-    cfg = load_run_config(run_dir)
+    cfg = load_run_config(rd.path)
     length = clip_length(cfg.task)
-    ens = RewardEnsemble.load(run_dir / "reward_model.pt")
-    ckpt = load_agent_checkpoint(run_dir / "agent.pt")
-    from prefrl.rl.envs import make_vec_env
+    ens = RewardEnsemble.load(rd.reward_model)
+    ckpt = load_agent_checkpoint(rd.agent)
+    from prefrl.control.envs import make_vec_env
 
     venv = make_vec_env(cfg.task.env, 0)
-    model = build_ppo(cfg, venv, None)
+    model = build_ppo(cfg.task.ppo, venv, cfg.seed)
     model.policy.load_state_dict(ckpt["policy"])
     venv.close()
 
@@ -116,7 +119,7 @@ def held_out(args: argparse.Namespace, run_dir: Path) -> dict:
     for name, clips in (("random", random_clips), ("agent", agent_clips)):
         pred = ens.predict_clip_returns(clips.model_inputs()).mean(axis=1)
         out[name] = rank_metrics(pred, clips.true_returns())
-    from prefrl.types import Clips
+    from prefrl.core.types import Clips
 
     both = Clips.concat([random_clips, agent_clips])
     out["all"] = rank_metrics(ens.predict_clip_returns(both.model_inputs()).mean(axis=1), both.true_returns())
@@ -146,17 +149,17 @@ def held_out(args: argparse.Namespace, run_dir: Path) -> dict:
     return out
 
 
-def plot(run_dir: Path, out: Path) -> None:
+def plot(rd: RunDir, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from prefrl.plots import read_progress
+    from prefrl.viz import read_progress
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
-    for label, path in (("learned reward (synthetic labels)", run_dir / "progress.csv"),
-                        ("true reward", run_dir / "baseline" / "progress.csv")):
+    for label, path in (("learned reward (synthetic labels)", rd.progress),
+                        ("true reward", rd.baseline.progress)):
         p = read_progress(path)
         if p:
             ax1.plot(p["timesteps"], p["true_return_mean"], label=label)
@@ -164,7 +167,7 @@ def plot(run_dir: Path, out: Path) -> None:
     ax1.set_ylabel("true game score (mean of last 100 games)")
     ax1.grid(alpha=0.3)
     ax1.legend()
-    p = read_progress(run_dir / "progress.csv")
+    p = read_progress(rd.progress)
     if p:
         ax2.plot(p["timesteps"], p["reward_corr"], label="Pearson r, clip pool")
         ax2b = ax2.twinx()
@@ -225,17 +228,17 @@ def main() -> None:
     ap.add_argument("--videos", type=Path, default=ROOT / "videos")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    run_dir = args.out / f"{args.task}-{args.steps}-{args.labels}-s{args.seed}"
+    rd = RunDir(args.out / f"{args.task}-{args.steps}-{args.labels}-s{args.seed}")
 
     t0 = time.perf_counter()
-    summary = train(args, run_dir)
+    summary = train(args, rd)
     t_train = time.perf_counter() - t0
-    heldout = held_out(args, run_dir)
-    plot(run_dir, args.out / "curves.png")
+    heldout = held_out(args, rd)
+    plot(rd, args.out / "curves.png")
     result = {"task": args.task, "steps": args.steps, "labels": args.labels, "seed": args.seed,
               "summary": summary, "heldout": heldout, "train_wall_s": round(t_train, 1),
               "total_wall_s": round(time.perf_counter() - t0, 1)}
-    (args.out / "summary.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(args.out / RunDir.SUMMARY, result)  # the benchmark's summary, beside its run directory
     md = table(args, summary, heldout)
     (args.out / "table.md").write_text(md + "\n")
     print(md)

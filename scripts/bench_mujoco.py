@@ -24,18 +24,21 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from prefrl.core.rundir import RunDir  # noqa: E402
 
 
 def run_pair(task: str, seed: int, steps: int, labels: int, out: Path) -> dict[str, dict]:
     procs = {}
     for arm in ("learned", "true"):
-        run_dir = out / f"{task}-{arm}-s{seed}"
-        if (run_dir / "summary.json").exists():
+        rd = RunDir(out / f"{task}-{arm}-s{seed}")
+        if rd.summary.exists():
             continue
         cmd = [sys.executable, "-m", "prefrl.cli", "train", "--task", task, "--reward", arm, "--seed", str(seed),
-               "--steps", str(steps), "--labels", str(labels), "--run-dir", str(run_dir), "--eval-episodes", "10",
+               "--steps", str(steps), "--labels", str(labels), "--run-dir", str(rd.path), "--eval-episodes", "10",
                "--no-video"]
-        if (run_dir / "config.json").exists():
+        if rd.config.exists():
             cmd += ["--resume"]
         log = open(out / f"{task}-{arm}-s{seed}.log", "w")
         procs[arm] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -44,7 +47,7 @@ def run_pair(task: str, seed: int, steps: int, labels: int, out: Path) -> dict[s
         if p.wait() != 0:
             raise SystemExit(f"{task} {arm} seed {seed} failed: see {log.name}")
         log.close()
-    return {arm: json.loads((out / f"{task}-{arm}-s{seed}" / "summary.json").read_text()) for arm in ("learned", "true")}
+    return {arm: RunDir(out / f"{task}-{arm}-s{seed}").read_summary() for arm in ("learned", "true")}
 
 
 def main() -> None:
@@ -104,13 +107,13 @@ def _plot(args, rows) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from prefrl.plots import read_progress
+    from prefrl.viz import read_progress
 
     fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 3.6), dpi=100, squeeze=False)
     for ax, r in zip(axes[0], rows):
         for arm, label in (("learned", f"learned reward ({args.labels} labels)"), ("true", "true reward")):
             for s in args.seeds:
-                p = read_progress(args.out / f"{r['task']}-{arm}-s{s}" / "progress.csv")
+                p = read_progress(RunDir(args.out / f"{r['task']}-{arm}-s{s}").progress)
                 ax.plot(p["timesteps"], p["true_return_mean"], label=label if s == args.seeds[0] else None,
                         color="C0" if arm == "learned" else "C1", alpha=0.8)
         ax.set_title(r["task"])

@@ -2,8 +2,8 @@
 
 Two tasks, both labelled by the ``synthetic`` oracle (the higher true return wins):
 
-- ``toy``: prefrl.toy clips (random walks, known linear-plus-quadratic reward), 10 steps.
-- ``half-cheetah``: 30-step clips (1.5 s, as envs/half-cheetah.toml) of HalfCheetah-v5 rollouts
+- ``toy``: prefrl.core.toy clips (random walks, known linear-plus-quadratic reward), 10 steps.
+- ``half-cheetah``: 30-step clips (1.5 s, as the half-cheetah preset) of HalfCheetah-v5 rollouts
   from a uniform random policy and from perturbed open-loop gaits (a sine per joint with random
   amplitude, frequency and phase plus Gaussian noise), so clip returns spread from about -30 to +20.
 
@@ -29,6 +29,8 @@ Writes bench_out/bench_reward.md (the table printed) and bench_out/bench_reward.
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import json
 import os
@@ -42,14 +44,14 @@ import numpy as np
 import torch
 import tyro
 
-from prefrl.oracles import make_oracle
-from prefrl.reward.ensemble import RewardEnsemble
-from prefrl.reward.nets import RewardNetConfig
-from prefrl.reward.query import random_pairs
-from prefrl.reward.trainer import RewardTrainConfig, RewardTrainer
-from prefrl.toy import toy_clips
-from prefrl.types import Clips, Comparisons
-from prefrl.utils import input_spec_from_clips, set_torch_threads
+from prefrl.core.oracles import make_oracle
+from prefrl.core.ensemble import RewardEnsemble
+from prefrl.core.nets import RewardModelConfig
+from prefrl.core.query import random_pairs
+from prefrl.core.trainer import RewardTrainConfig, RewardTrainer
+from prefrl.core.toy import toy_clips
+from prefrl.core.types import Clips, Comparisons
+from prefrl.core.utils import input_spec_from_clips, set_torch_threads
 
 
 @dataclass
@@ -145,7 +147,7 @@ def pair_accuracy(model: RewardEnsemble, clips: Clips, pairs: np.ndarray) -> flo
 
 def fit(clips: Clips, comps: Comparisons, members: int, seed: int, cfg: RewardTrainConfig) -> tuple[RewardEnsemble, dict, float]:
     torch.manual_seed(seed)
-    model = RewardEnsemble(input_spec_from_clips(clips), RewardNetConfig(), n_members=members)
+    model = RewardEnsemble(input_spec_from_clips(clips), dataclasses.replace(RewardModelConfig(), members=members))
     trainer = RewardTrainer(model, cfg, np.random.default_rng(seed))
     t0 = time.perf_counter()
     metrics = trainer.fit(clips.model_inputs(), comps)

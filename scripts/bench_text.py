@@ -32,7 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prefrl.utils import set_torch_threads  # noqa: E402
+from prefrl.core.rundir import RunDir  # noqa: E402
+from prefrl.core.utils import set_torch_threads  # noqa: E402
 
 
 def _log(msg: str) -> None:
@@ -179,7 +180,7 @@ def main() -> dict:
     set_torch_threads(a.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    from prefrl.reward.trainer import RewardTrainConfig
+    from prefrl.core.trainer import RewardTrainConfig
     from prefrl.text import require_transformers
     from prefrl.text.config import DPOConfig, PPOConfig, SampleConfig, SFTConfig, TinyGPTConfig
     from prefrl.text.data import read_preferences, read_prompts
@@ -231,7 +232,7 @@ def main() -> dict:
     _log("evaluation on 256 held-out prompts")
     rm_eval = TextRewardModel.load(out / "reward")
     R["eval"] = {}
-    for name, path in (("sft", out / "sft"), ("ppo", out / "ppo" / "policy"), ("dpo", out / "dpo" / "policy")):
+    for name, path in (("sft", out / "sft"), ("ppo", RunDir(out / "ppo").policy), ("dpo", RunDir(out / "dpo").policy)):
         pol, _ = load_lm(path)
         ev, texts = evaluate_policy(pol, tok, eval_prompts, sample_cfg, a.seed + 3, oracle, lm, rm_eval)
         R["eval"][name] = {**ev, "examples": [p + c for p, c in list(zip(eval_prompts, texts))[:4]]}

@@ -5,7 +5,7 @@ clips (imitation: "fragments"), with as much in common as the two libraries allo
 
 - the same env (a Gymnasium v4 MuJoCo id, which both Gymnasium 0.29 and 1.x have) with the
   same fixed-length episode handling (a termination becomes a -10 penalty and an in-place
-  reset; prefrl's `episode = "fixed"`, re-implemented beside imitation), the same env steps,
+  reset; prefrl's `episode = "fixed"`, whose wrapper the imitation side imports), the same env steps,
   comparisons, clip length, seeds and torch threads (1);
 - the same PPO hyperparameters and VecNormalize (observations and reward) over the learned reward;
 - a 3-member reward ensemble of 64x64 MLPs on (obs, action), lr 1e-3, minibatch 64, label-noise
@@ -22,11 +22,13 @@ an equal share of the agent's training), its training
 imitation: 5 epochs per iteration, x8 on the first), and reward normalisation (prefrl:
 per-member output normalisation; imitation: none beyond VecNormalize).
 
-imitation 1.0.1 pins gymnasium 0.29 and stable-baselines3 2.2.1, so it runs in a virtualenv of
-its own that this script creates (default ~/.cache/prefrl/imitation-1.0.1; torch is installed
-first at prefrl's version, from the same wheel, so imitation does not pull a CUDA build).
+imitation 1.0.1 pins gymnasium 0.29 and stable-baselines3 2.2.1, so its side runs in a virtualenv
+of its own that this script creates (default ~/.cache/prefrl/imitation-1.0.1; torch is installed
+first at prefrl's version, from the same wheel, so imitation does not pull a CUDA build):
+`scripts/imitation_runner.py`, run by that virtualenv's python, which imports prefrl's fixed-length
+wrapper and agent checkpoint from this repository rather than copying them.
 
-The trained agents of both sides are evaluated by the same code (`prefrl.rl.evaluate`,
+The trained agents of both sides are evaluated by the same code (`prefrl.control.evaluate`,
 deterministic policy, `--eval-episodes` episodes on a fresh env): the imitation agent's policy
 weights and VecNormalize statistics are saved in prefrl's checkpoint format. Wall time is the
 training time measured inside each process (from after the env and PPO are built to the end of
@@ -51,6 +53,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from prefrl.core.rundir import RunDir  # noqa: E402
+
+RUNNER = Path(__file__).resolve().with_name("imitation_runner.py")
+"""The imitation side, run by the imitation virtualenv's python."""
 
 IMITATION_VERSION = "1.0.1"
 
@@ -125,135 +132,19 @@ clip_length = {s.clip_length}
 initial_fraction = {s.initial_fraction}
 query = "disagreement"
 pool_factor = {s.pool_factor}
-members = {s.members}
-noise_eps = {s.noise_eps}
 reward_epochs = {s.reward_epochs}
 initial_epochs = {s.initial_epochs}
 
 [reward_model]
 kind = "mlp"
 hidden = {list(s.reward_hidden)}
+members = {s.members}
+
+[reward_train]
 lr = {s.reward_lr}
 batch_size = {s.reward_batch}
+noise_eps = {s.noise_eps}
 """
-
-
-# --------------------------------------------------------------------------------------------
-# The imitation side: this file, run by the imitation virtualenv's python (gymnasium 0.29, SB3 2.2.1).
-
-RUNNER = r'''
-"""imitation PreferenceComparisons run for scripts/compare_imitation.py (runs in imitation's venv)."""
-import json, sys, time
-from pathlib import Path
-
-cfg = json.loads(Path(sys.argv[1]).read_text())
-out = Path(cfg["out"]); out.mkdir(parents=True, exist_ok=True)
-t_proc = time.perf_counter()
-
-import numpy as np
-import torch
-torch.set_num_threads(1)
-import gymnasium as gym
-from stable_baselines3 import PPO
-from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-from imitation.algorithms import preference_comparisons as pc
-from imitation.data.wrappers import RolloutInfoWrapper
-from imitation.rewards.reward_nets import AddSTDRewardWrapper, BasicRewardNet, RewardEnsemble
-import imitation
-
-
-class FixedLength(gym.Wrapper):
-    """prefrl.rl.envs.FixedLengthWrapper: termination -> penalty + in-place reset; fixed length."""
-
-    def __init__(self, env, penalty, max_steps):
-        super().__init__(env)
-        self.penalty, self.max_steps, self._t = float(penalty), int(max_steps), 0
-
-    def reset(self, **kwargs):
-        self._t = 0
-        return self.env.reset(**kwargs)
-
-    def step(self, action):
-        obs, rew, terminated, truncated, info = self.env.step(action)
-        self._t += 1
-        if terminated:
-            rew = float(rew) + self.penalty
-            obs, _ = self.env.reset()
-            terminated = truncated = False
-        if self._t >= self.max_steps:
-            truncated = True
-        elif truncated:
-            obs, _ = self.env.reset()
-            truncated = False
-        return obs, rew, terminated, truncated, info
-
-
-s, seed = cfg["setting"], cfg["seed"]
-
-
-def make_env():
-    env = gym.make(s["env_id"], max_episode_steps=s["max_episode_steps"])
-    env = FixedLength(env, s["termination_penalty"], s["max_episode_steps"])
-    env = Monitor(env)
-    env = RolloutInfoWrapper(env)
-    env.reset(seed=seed)
-    env.action_space.seed(seed)
-    return env
-
-
-torch.manual_seed(seed)
-rng = np.random.default_rng(seed)
-venv = DummyVecEnv([make_env])
-agent = PPO("MlpPolicy", venv, n_steps=s["n_steps"], batch_size=s["batch_size"], n_epochs=s["n_epochs"],
-            learning_rate=s["learning_rate"], gamma=s["gamma"], gae_lambda=s["gae_lambda"],
-            clip_range=s["clip_range"], policy_kwargs={"net_arch": list(s["net_arch"]), "log_std_init": 0.0},
-            seed=seed, device="cpu", verbose=0)
-t0 = time.perf_counter()
-members = [BasicRewardNet(venv.observation_space, venv.action_space, hid_sizes=tuple(s["reward_hidden"]))
-           for _ in range(s["members"])]
-reward_net = AddSTDRewardWrapper(RewardEnsemble(venv.observation_space, venv.action_space, members), default_alpha=0.0)
-pref_model = pc.PreferenceModel(reward_net, noise_prob=s["noise_eps"])
-trainer = pc.EnsembleTrainer(pref_model, pc.CrossEntropyRewardLoss(), rng=rng, batch_size=s["reward_batch"],
-                             epochs=s["reward_epochs"], lr=s["reward_lr"])
-fragmenter = pc.ActiveSelectionFragmenter(pref_model, pc.RandomFragmenter(rng=rng, warning_threshold=0),
-                                          fragment_sample_factor=s["pool_factor"], uncertainty_on="logit")
-gatherer = pc.SyntheticGatherer(temperature=0, rng=rng)
-gen = pc.AgentTrainer(agent, reward_net, venv, rng=rng, exploration_frac=0.0)
-# VecNormalize (observations and reward) over the learned reward, as in prefrl.
-norm = VecNormalize(gen.venv, norm_obs=True, norm_reward=True, gamma=s["gamma"])
-agent.set_env(norm)
-algo = pc.PreferenceComparisons(
-    gen, reward_net, num_iterations=s["iterations"], fragmenter=fragmenter, preference_gatherer=gatherer,
-    reward_trainer=trainer, fragment_length=s["clip_length"], transition_oversampling=1,
-    initial_comparison_frac=s["initial_fraction"],
-    initial_epoch_multiplier=s["initial_epochs"] / s["reward_epochs"], query_schedule="hyperbolic",
-)
-# PreferenceComparisons.train trains the agent num_iterations + 1 times (once after the initial
-# comparisons too), total_timesteps // num_iterations steps each: ask for the share that makes the
-# agent's steps equal prefrl's.
-per_iteration = s["steps"] // (s["iterations"] + 1)
-metrics = algo.train(total_timesteps=per_iteration * s["iterations"], total_comparisons=s["labels"])
-wall = time.perf_counter() - t0
-
-ep_true = [ep["r"] for ep in agent.ep_info_buffer]
-
-
-def rms(r):
-    return {"mean": torch.as_tensor(np.asarray(r.mean, np.float64)), "var": torch.as_tensor(np.asarray(r.var, np.float64)),
-            "count": float(r.count)}
-
-
-torch.save({"format": "prefrl.agent/1", "policy": agent.policy.state_dict(), "optimizer": {},
-            "num_timesteps": int(agent.num_timesteps), "vecnorm": {"obs_rms": rms(norm.obs_rms), "ret_rms": rms(norm.ret_rms)},
-            "wall_s": float(wall)}, out / "agent.pt")
-summary = {"library": "imitation " + imitation.__version__, "seed": seed, "timesteps": int(agent.num_timesteps),
-           "labels": len(algo.dataset), "true_return_mean": float(np.mean(ep_true)) if ep_true else None,
-           "wall_s": round(wall, 2), "process_s": round(time.perf_counter() - t_proc, 2),
-           "reward_accuracy": metrics.get("reward_accuracy")}
-(out / "summary.json").write_text(json.dumps(summary, indent=2))
-print(json.dumps(summary))
-'''
 
 
 def ensure_venv(venv: Path) -> Path:
@@ -278,47 +169,46 @@ def ensure_venv(venv: Path) -> Path:
     return py
 
 
-def write_eval_config(run_dir: Path, preset: Path, seed: int, steps: int) -> None:
+def write_eval_config(rd: RunDir, preset: Path, seed: int, steps: int) -> None:
     """A prefrl config.json beside the imitation agent, so prefrl's evaluator can load it."""
-    from prefrl.rl.tasks import load_task
-    from prefrl.rl.train import RunConfig
+    from prefrl.control.config import RunConfig
+    from prefrl.control.tasks import load_task
 
-    cfg = RunConfig(task=load_task(str(preset)), run_dir=str(run_dir), steps=steps, seed=seed, reward="learned",
+    cfg = RunConfig(task=load_task(str(preset)), run_dir=str(rd.path), steps=steps, seed=seed, reward="learned",
                     eval_episodes=0, video=False)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    rd.mkdir()
+    rd.write_config(cfg.to_dict())
 
 
-def run_seed(seed: int, s: Setting, name: str, preset: Path, out: Path, py: Path, runner: Path) -> dict:
+def run_seed(seed: int, s: Setting, name: str, preset: Path, out: Path, py: Path) -> dict:
     """Both sides of one seed at the same time; returns their summaries (training only)."""
-    pre_dir, imi_dir = out / f"prefrl-{name}-s{seed}", out / f"imitation-{name}-s{seed}"
+    pre, imi = RunDir(out / f"prefrl-{name}-s{seed}"), RunDir(out / f"imitation-{name}-s{seed}")
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), PREFRL_THREADS="1",
                OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     procs = {}
-    if not (pre_dir / "summary.json").exists():
-        if pre_dir.exists():
-            shutil.rmtree(pre_dir)
+    if not pre.summary.exists():
+        if pre.path.exists():
+            shutil.rmtree(pre.path)
         cmd = [sys.executable, "-m", "prefrl.cli", "train", "--task", str(preset), "--seed", str(seed),
-               "--steps", str(s.steps), "--labels", str(s.labels), "--run-dir", str(pre_dir),
+               "--steps", str(s.steps), "--labels", str(s.labels), "--run-dir", str(pre.path),
                "--eval-episodes", "0", "--no-video"]
         procs["prefrl"] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=open(out / f"prefrl-{name}-s{seed}.log", "w"),
                                             stderr=subprocess.STDOUT), time.perf_counter())
-    if not (imi_dir / "summary.json").exists():
+    if not imi.summary.exists():
         cfg_path = out / f"imitation-{name}-s{seed}.json"
-        cfg_path.write_text(json.dumps({"out": str(imi_dir), "seed": seed, "setting": asdict(s)}))
-        procs["imitation"] = (subprocess.Popen([str(py), str(runner), str(cfg_path)], cwd=out, env=env,
+        cfg_path.write_text(json.dumps({"out": str(imi.path), "seed": seed, "setting": asdict(s)}))
+        procs["imitation"] = (subprocess.Popen([str(py), str(RUNNER), str(cfg_path)], cwd=out, env=env,
                                                stdout=open(out / f"imitation-{name}-s{seed}.log", "w"),
                                                stderr=subprocess.STDOUT), time.perf_counter())
     for side, (p, t) in procs.items():
         if p.wait() != 0:
             raise SystemExit(f"{side} seed {seed} failed: see {out / f'{side}-{name}-s{seed}.log'}")
-        d = pre_dir if side == "prefrl" else imi_dir
-        summ = json.loads((d / "summary.json").read_text())
+        rd = pre if side == "prefrl" else imi
+        summ = rd.read_summary()
         summ["process_s"] = round(time.perf_counter() - t, 2)
-        (d / "summary.json").write_text(json.dumps(summ, indent=2))
-    write_eval_config(imi_dir, preset, seed, s.steps)
-    return {"prefrl": json.loads((pre_dir / "summary.json").read_text()),
-            "imitation": json.loads((imi_dir / "summary.json").read_text())}
+        rd.write_summary(summ)
+    write_eval_config(imi, preset, seed, s.steps)
+    return {"prefrl": pre.read_summary(), "imitation": imi.read_summary()}
 
 
 def main() -> None:
@@ -335,8 +225,8 @@ def main() -> None:
     ap.add_argument("--results", type=Path, help="also write the table (md) and numbers (json) here")
     args = ap.parse_args()
 
-    from prefrl.rl.evaluate import evaluate_run
-    from prefrl.utils import set_torch_threads
+    from prefrl.control.evaluate import evaluate_run
+    from prefrl.core.utils import set_torch_threads
 
     set_torch_threads(1)
     s = TASKS[args.task]
@@ -351,15 +241,13 @@ def main() -> None:
     out = args.out / f"{name}-{s.steps}-{s.labels}"
     out.mkdir(parents=True, exist_ok=True)
     py = ensure_venv(args.venv)
-    runner = out / "imitation_runner.py"
-    runner.write_text(RUNNER)
     preset = out / f"{name}-v4.toml"
     preset.write_text(prefrl_preset(s, name))
 
     rows = []
     for seed in args.seeds:
         print(f"seed {seed}: prefrl and imitation side by side ...", flush=True)
-        res = run_seed(seed, s, name, preset, out, py, runner)
+        res = run_seed(seed, s, name, preset, out, py)
         row = {"seed": seed}
         for side in ("prefrl", "imitation"):
             ev = evaluate_run(out / f"{side}-{name}-s{seed}", episodes=args.eval_episodes)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from prefrl.sweep import Arm, Grid, add_sweep_args, print_plan, sweep_and_report  # noqa: E402
-from prefrl.types import PrefrlError  # noqa: E402
+from prefrl.core.types import PrefrlError  # noqa: E402
 
 TEACHERS = ["synthetic", "stochastic", "myopic", "mistake", "skip", "equal"]
 QUICK_IP = {"steps": 50_000, "env": {"max_episode_steps": 500}, "ppo": {"n_steps": 1024},

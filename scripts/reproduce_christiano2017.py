@@ -32,9 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from prefrl.rl.tasks import list_tasks  # noqa: E402
+from prefrl.control.tasks import list_tasks  # noqa: E402
 from prefrl.sweep import Arm, Grid, add_sweep_args, print_plan, sweep_and_report  # noqa: E402
-from prefrl.types import PrefrlError  # noqa: E402
+from prefrl.core.types import PrefrlError  # noqa: E402
 
 MUJOCO = ["ant", "half-cheetah", "hopper", "inverted-double-pendulum", "inverted-pendulum", "reacher", "swimmer",
           "walker2d"]
@@ -64,7 +64,7 @@ def grids(mode: str, suite: str) -> list[tuple[str, Grid]]:
         have = [g for g in ATARI if g in list_tasks()]
         missing = [g for g in ATARI if g not in have]
         if missing:
-            print(f"note: no Atari preset for {', '.join(missing)} in envs/; left out", flush=True)
+            print(f"note: no Atari preset for {', '.join(missing)} among the presets; left out", flush=True)
         if have:
             out.append(("atari", Grid(tasks={g: {} for g in have},
                                       arms=[Arm.true(), Arm.learned(3300), Arm.learned(5500), Arm.learned(10000)],

@@ -6,6 +6,8 @@ ensemble of one) and once with a 3-member ensemble, so both code paths stay cove
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import subprocess
 import sys
@@ -15,15 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from prefrl.reward.ensemble import RewardEnsemble
-from prefrl.reward.nets import InputSpec, RewardNetConfig
-from prefrl.utils import set_torch_threads
+from prefrl.core.ensemble import RewardEnsemble
+from prefrl.core.nets import InputSpec, RewardModelConfig
+from prefrl.core.utils import set_torch_threads
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# prefrl.toy.toy_clips defaults: obs_dim 4, act_dim 2.
+# prefrl.core.toy.toy_clips defaults: obs_dim 4, act_dim 2.
 TOY_SPEC = InputSpec(obs_shape=(4,), act_shape=(2,))
-TINY_NET = RewardNetConfig(hidden=(32, 32))
+TINY_NET = RewardModelConfig(hidden=(32, 32))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -51,7 +53,7 @@ def n_members(request: pytest.FixtureRequest) -> int:
 @pytest.fixture
 def reward_model(n_members: int) -> RewardEnsemble:
     """A fresh tiny reward model on the toy task's inputs: 1 member (single) or 3 (ensemble)."""
-    return RewardEnsemble(TOY_SPEC, TINY_NET, n_members=n_members)
+    return RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=n_members))
 
 
 def subprocess_env() -> dict[str, str]:

@@ -10,8 +10,8 @@ from pathlib import Path
 import tyro
 
 from prefrl.human.viewer import ViewerConfig
-from prefrl.preferences import STORE_FILE, PreferenceStore
-from prefrl.types import PrefrlError
+from prefrl.core.store import STORE_FILE, PreferenceStore
+from prefrl.core.types import PrefrlError
 
 
 def _default_annotator() -> str:

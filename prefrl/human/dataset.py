@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.preferences import STORE_FILE, PreferenceStore, load_dataset
-from prefrl.types import PrefrlError
+from prefrl.core.dataset import load_dataset
+from prefrl.core.store import STORE_FILE, PreferenceStore
+from prefrl.core.types import PrefrlError
 
 
 def dataset_store_dir(dataset: Path, out: Path | None = None) -> Path:

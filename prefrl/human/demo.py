@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.preferences import PreferenceStore
-from prefrl.toy import toy_clips
-from prefrl.types import Clips
+from prefrl.core.rundir import Meta
+from prefrl.core.store import PreferenceStore
+from prefrl.core.toy import toy_clips
+from prefrl.core.types import Clips
 
 
 def synthetic_frames(n: int, length: int, size: tuple[int, int] = (96, 128), seed: int = 0) -> np.ndarray:
@@ -97,8 +98,8 @@ def make_demo_store(
     pairs = np.array([rng.choice(ids, 2, replace=False) for _ in range(n_queries)]).reshape(-1, 2)  # (Q, 2)
     scores = np.linspace(1.0, 0.0, len(pairs))
     qids = store.add_queries(pairs, scores)
-    store.set_meta("label_budget", label_budget if label_budget is not None else n_queries)
-    store.set_meta("status", status)
+    store.set_meta(Meta.LABEL_BUDGET.value, label_budget if label_budget is not None else n_queries)
+    store.set_meta(Meta.STATUS.value, status)
     return store, qids
 
 

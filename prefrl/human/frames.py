@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.preferences import PreferenceStore, Query
-from prefrl.types import PrefrlError
+from prefrl.core.store import PreferenceStore, Query
+from prefrl.core.types import PrefrlError
 
 Size = tuple[int, int]
 """(width, height) in pixels."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from prefrl.human.viewer import Viewer, ViewerConfig
-from prefrl.preferences import PreferenceStore, Query
+from prefrl.core.store import PreferenceStore, Query
 
 KEY_NAMES = ("left", "right", "equal", "skip", "undo", "replay", "quit")
 

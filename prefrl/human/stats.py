@@ -13,7 +13,7 @@ import itertools
 import statistics
 from collections import Counter, defaultdict
 
-from prefrl.preferences import Judgment, PreferenceStore
+from prefrl.core.store import Judgment, PreferenceStore
 
 CLASSES = ("left", "right", "equal", "skip")
 

@@ -36,9 +36,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefrl.core.rundir import Meta
+from prefrl.core.store import Judgment, PreferenceStore, Query
+from prefrl.core.types import PrefrlError
 from prefrl.human.frames import PreparedPair, Prefetcher, Size, load_pair
-from prefrl.preferences import Judgment, PreferenceStore, Query
-from prefrl.types import PrefrlError
 
 # label of each key; None is a skip
 LABEL_KEYS: dict[str, float | None] = {
@@ -145,7 +146,7 @@ class Viewer:
         self.shared = shared
         self.cfg = cfg or ViewerConfig()
         self.clock = clock
-        fps = self.cfg.clip_fps or self.store.get_meta("render_fps") or 30.0
+        fps = self.cfg.clip_fps or self.store.get_meta(Meta.RENDER_FPS.value) or 30.0
         self.clip_fps = float(fps)  # type: ignore[arg-type]
         self.screen = None
         self.prefetcher: Prefetcher | None = None
@@ -421,7 +422,7 @@ class Viewer:
             total = mine + open_
             budget, done = total, mine
         else:
-            budget = s.get_meta("label_budget")
+            budget = s.get_meta(Meta.LABEL_BUDGET.value)
             done = s.count_judgments()
         self.counts = {
             "mine": mine,
@@ -429,7 +430,7 @@ class Viewer:
             "open": open_,
             "budget": budget,
             "done": done,
-            "status": None if self.shared else s.get_meta("status"),
+            "status": None if self.shared else s.get_meta(Meta.STATUS.value),
         }
 
     def frame_index(self, now: float) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prefrl.core.rundir import RunDir
 from prefrl.sweep.grid import Grid, RunSpec
 from prefrl.sweep.runner import BACKENDS, run_status, run_sweep
 
@@ -29,9 +30,9 @@ def read_curve(run_dir: str | Path) -> dict[str, np.ndarray]:
     A run resumed from a checkpoint writes again the rows after that checkpoint; whenever
     ``timesteps`` goes back, the earlier rows at or past that point are discarded.
     """
-    from prefrl.plots import read_progress
+    from prefrl.viz import read_progress
 
-    path = Path(run_dir) / "progress.csv"
+    path = RunDir(run_dir).progress
     if not path.is_file():
         return {}
     p = read_progress(path)
@@ -51,9 +52,9 @@ def collect(runs: Iterable[RunSpec], root: str | Path) -> tuple[list[dict], list
     root = Path(root)
     finals, curves = [], []
     for spec in runs:
-        d = root / spec.dirname
+        rd = RunDir(root / spec.dirname)
         status = run_status(spec, root)
-        s = json.loads((d / "summary.json").read_text()) if status == "finished" else {}
+        s = rd.read_summary() if status == "finished" else {}
         finals.append({
             "key": spec.key, "task": spec.task_name, "arm": spec.arm.key, "reward": spec.arm.reward,
             "oracle": spec.arm.oracle if spec.arm.reward == "learned" else "",
@@ -62,7 +63,7 @@ def collect(runs: Iterable[RunSpec], root: str | Path) -> tuple[list[dict], list
             "true_return_mean": s.get("true_return_mean"), "eval_return_mean": s.get("eval_return_mean"),
             "wall_s": s.get("wall_s"),
         })
-        c = read_curve(d)
+        c = read_curve(rd.path)
         for i in range(len(c.get("timesteps", []))):
             curves.append({"task": spec.task_name, "arm": spec.arm.key, "seed": spec.seed,
                            "timesteps": int(c["timesteps"][i]), "labels": int(c["labels"][i]),
@@ -203,7 +204,7 @@ def sweep_and_report(
     ``normalized.png`` into ``figure_dir`` (and copy them into ``results``). Returns the failed runs."""
     import shutil
 
-    from prefrl.plots import plot_normalized, plot_sweep_curves
+    from prefrl.viz import plot_normalized, plot_sweep_curves
 
     runs = grid.runs()
     failed = 0

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefrl.types import PrefrlError
+from prefrl.core.types import PrefrlError
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ class Arm:
         if self.reward not in ("learned", "true"):
             raise PrefrlError(f"Arm: `reward` must be `learned` or `true`, got `{self.reward}`")
         if self.reward == "learned":
-            from prefrl.oracles import check_oracle_name
+            from prefrl.core.oracles import check_oracle_name
 
             check_oracle_name(self.oracle)
             if self.oracle == "human":
@@ -75,7 +74,7 @@ class RunSpec:
     """One run of a sweep.
 
     Attributes:
-        task: preset name (envs/NAME.toml) or path to a .toml preset.
+        task: preset name (see `prefrl tasks`) or path to a .toml preset.
         arm: the reward arm.
         seed: seed of env, PPO, reward model and oracle.
         steps: env steps (None: the preset's).
@@ -105,16 +104,15 @@ class RunSpec:
 
     def task_config(self):
         """The preset with ``overrides`` applied (validated like a preset file)."""
-        from prefrl.rl.tasks import TaskConfig, load_task
+        from prefrl.control.tasks import load_task
 
-        task = load_task(self.task)
-        d = _deep_merge(task.to_dict(), self.overrides, where=f"{self.key} overrides")
+        overrides = self.overrides
         if self.arm.reward == "learned" and self.arm.labels is not None:
-            d["prefs"]["labels"] = self.arm.labels
-        return TaskConfig.from_dict(d, where=f"{self.key} (preset `{self.task}` + overrides)")
+            overrides = {**overrides, "prefs": {**overrides.get("prefs", {}), "labels": self.arm.labels}}
+        return load_task(self.task).with_overrides(overrides, where=f"{self.key} (preset `{self.task}` + overrides)")
 
     def run_config(self, root: str | Path):
-        from prefrl.rl.train import RunConfig
+        from prefrl.control.config import RunConfig
 
         task = self.task_config()
         return RunConfig(
@@ -167,13 +165,3 @@ class Grid:
         if dup:
             raise PrefrlError(f"Grid: runs share a key (same task, arm and seed twice): {sorted(dup)[:3]}")
         return out
-
-
-def _deep_merge(base: dict, over: dict, where: str) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("make_kwargs", "atari", "options"):
-            out[k] = _deep_merge(out[k], v, f"{where} [{k}]")
-        else:
-            out[k] = v  # unknown keys are refused by TaskConfig.from_dict with close matches
-    return out

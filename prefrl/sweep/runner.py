@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefrl.core.rundir import RunDir
+from prefrl.core.types import PrefrlError
 from prefrl.sweep.grid import RunSpec
-from prefrl.types import PrefrlError
 
 BACKENDS = ("local", "ray")
 LOG_NAME = "sweep.log"
@@ -29,14 +30,11 @@ LOCK_NAME = "sweep.lock"
 def run_status(spec: RunSpec, root: str | Path) -> str:
     """`finished` (summary.json), `running` (another live process on this host holds its lock),
     `interrupted` (config.json, no summary) or `new`."""
-    d = Path(root) / spec.dirname
-    if (d / "summary.json").is_file():
-        return "finished"
-    if _lock_holder(d) is not None:
+    rd = RunDir(Path(root) / spec.dirname)
+    status = rd.status()
+    if status != "finished" and _lock_holder(rd.path) is not None:
         return "running"
-    if (d / "config.json").is_file():
-        return "interrupted"
-    return "new"
+    return status
 
 
 def _lock_holder(run_dir: Path) -> int | None:
@@ -71,7 +69,7 @@ _COMPARED = ("task", "oracle", "steps", "seed", "reward", "eval_episodes")
 
 def _check_same_config(spec: RunSpec, root: Path) -> None:
     """Refuse a run directory written for another configuration than the grid's run."""
-    path = root / spec.dirname / "config.json"
+    path = RunDir(root / spec.dirname).config
     try:
         have = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -123,15 +121,16 @@ def execute_run(spec_dict: dict, root: str) -> dict:
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PREFRL_THREADS", "1")
     spec = RunSpec.from_dict(spec_dict)
-    run_dir = Path(root) / spec.dirname
-    if (run_dir / "summary.json").is_file():
-        return {**json.loads((run_dir / "summary.json").read_text()), "key": spec.key, "status": "skipped"}
+    rd = RunDir(Path(root) / spec.dirname)
+    run_dir = rd.path
+    if rd.summary.is_file():
+        return {**rd.read_summary(), "key": spec.key, "status": "skipped"}
     run_dir.mkdir(parents=True, exist_ok=True)
     holder = _lock_holder(run_dir)
     if holder is not None:
         raise PrefrlError(f"{run_dir}: being run by process {holder} (another sweep on this folder)")
     (run_dir / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
-    resume = (run_dir / "config.json").is_file()
+    resume = rd.config.is_file()
     log = open(run_dir / LOG_NAME, "a", buffering=1)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -140,7 +139,7 @@ def execute_run(spec_dict: dict, root: str) -> dict:
     os.dup2(log.fileno(), 2)
     try:
         print(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'start'} {spec.key}", flush=True)
-        from prefrl.rl.train import run_training
+        from prefrl.control.train import run_training
 
         cfg = spec.run_config(root)
         summary = run_training(cfg, resume=resume)
@@ -229,7 +228,7 @@ def run_sweep(
         more = f" and {len(groups['interrupted']) - 3} more" if len(groups["interrupted"]) > 3 else ""
         raise PrefrlError(f"{root}: {len(groups['interrupted'])} run(s) were interrupted ({keys}{more}); "
                           f"pass `--resume` to continue them from their last checkpoints")
-    outcomes = {s.key: RunOutcome(s.key, "skipped", json.loads((root / s.dirname / "summary.json").read_text()))
+    outcomes = {s.key: RunOutcome(s.key, "skipped", RunDir(root / s.dirname).read_summary())
                 for s in groups["finished"]}
     todo = groups["interrupted"] + groups["new"]
     log(f"sweep {root}: {len(runs)} runs, {len(groups['finished'])} finished, "

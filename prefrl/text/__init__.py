@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from prefrl.types import PrefrlError
+from prefrl.core.types import PrefrlError
 
 
 def require_transformers() -> None:

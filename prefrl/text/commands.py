@@ -2,10 +2,11 @@
 
     prefrl text corpus  --out data/                         # demo review corpus + prompts
     prefrl text sft     --data data/sft.jsonl --out runs/sft  # tiny GPT-2 from scratch (or --model DIR)
-    prefrl text label   --policy runs/sft --prompts data/prompts.jsonl --out prefs.jsonl --oracle vader
-    prefrl text reward  prefs.jsonl --init-from runs/sft --out runs/rm   # + runs/rm/hf (HF export)
+    prefrl text label   --policy runs/sft --prompts data/prompts.jsonl --out prefs/train.jsonl --oracle.oracle vader
+    prefrl text reward  prefs/train.jsonl --init-from runs/sft --out runs/rm   # + runs/rm/hf (HF export)
+    prefrl text reward  prefs/ --init-from runs/sft --out runs/rm  # the same, from the store beside the JSONL
     prefrl text ppo     --policy runs/sft --reward-model runs/rm --prompts data/prompts.jsonl --out runs/ppo
-    prefrl text dpo     prefs.jsonl --policy runs/sft --out runs/dpo
+    prefrl text dpo     prefs/train.jsonl --policy runs/sft --out runs/dpo
     prefrl text eval    --policy runs/ppo/policy --ref runs/sft --prompts data/eval_prompts.jsonl --oracle vader
     prefrl text sample / score / export / demo
 """
@@ -19,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from prefrl.core.rundir import RunDir, write_json_atomic
+from prefrl.core.trainer import RewardTrainConfig
+from prefrl.core.types import PrefrlError
 from prefrl.text import require_transformers
-from prefrl.text.config import DPOConfig, PPOConfig, SampleConfig, SFTConfig, TinyGPTConfig
+from prefrl.text.config import DPOConfig, PPOConfig, SampleConfig, SFTConfig, TinyGPTConfig, text_reward_train
 from prefrl.text.data import read_preferences, read_prompts, read_sft, write_jsonl
-from prefrl.types import PrefrlError
 
 Positional = tyro.conf.Positional
 
@@ -34,8 +37,10 @@ def _print(title: str, metrics: dict) -> None:
 
 
 def _save_config(out: Path, cmd: object) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps({"command": type(cmd).__name__, **asdict(cmd)}, indent=2, default=str))
+    """The command and its settings as the run directory's ``config.json`` (written atomically)."""
+    rd = RunDir(out)
+    rd.mkdir()
+    rd.write_config({"command": type(cmd).__name__, **asdict(cmd)})
 
 
 @dataclass
@@ -56,32 +61,6 @@ class OracleArgs:
 
         knobs = {k: v for k, v in (("beta", self.beta), ("eps_mistake", self.eps_mistake)) if v is not None}
         return TextOracle(self.oracle, self.teacher, np.random.default_rng(seed), on=self.on, **knobs)
-
-
-@dataclass
-class RewardTrainArgs:
-    """Core ``RewardTrainConfig`` fields, with defaults that suit a small transformer."""
-
-    lr: float = 2e-4
-    """Adam learning rate."""
-    epochs: int = 10
-    """Maximum epochs (early stopping on validation loss)."""
-    batch_size: int = 32
-    """Comparisons per minibatch."""
-    patience: int = 3
-    """Epochs without a better validation loss before stopping."""
-    l2: float = 1e-6
-    """Initial L2 coefficient (adapted so val loss stays 1.1-1.5x train loss)."""
-    noise_eps: float = 0.05
-    """Label-noise probability in the Bradley-Terry model."""
-    val_fraction: float = 0.3679
-    """Held-out fraction of comparisons (Christiano et al.: 1/e)."""
-
-    def to_config(self):
-        from prefrl.reward.trainer import RewardTrainConfig
-
-        return RewardTrainConfig(lr=self.lr, epochs=self.epochs, batch_size=self.batch_size, patience=self.patience,
-                                 l2=self.l2, noise_eps=self.noise_eps, val_fraction=self.val_fraction)
 
 
 # ---- commands -------------------------------------------------------------------------------
@@ -124,8 +103,7 @@ class TextSFT:
     def run(self) -> dict:
         from prefrl.text.pipeline import run_sft
 
-        require_transformers()
-        _save_config(self.out, self)
+        require_transformers()  # the settings go to out/prefrl.json (out/config.json is the model's own)
         m = run_sft(self.data, self.out, self.model, self.tiny, self.sft, self.seed)
         _print(f"SFT model -> {self.out}", m)
         return m
@@ -169,14 +147,14 @@ class TextSample:
 
 @dataclass
 class TextLabel:
-    """Sample completions and label them with a text oracle (+ scripted-teacher noise) into a preference file."""
+    """Sample completions and label them with a text oracle (+ scripted-teacher noise) into a preference store and file."""
 
     policy: Path
     """Model to sample from (usually the SFT model)."""
     prompts: Path
     """JSONL with a `prompt` per line."""
     out: Path
-    """Output preference JSONL."""
+    """Output preference JSONL; the pairs and judgments also go into the preference store beside it (prefs.sqlite)."""
     limit: int | None = None
     """Use only the first this-many prompts (one labeled line per prompt)."""
     format: str = "trl"
@@ -201,10 +179,11 @@ class TextLabel:
 
 @dataclass
 class TextReward:
-    """Fit a text reward model (transformer + scalar head) on preference JSONL with the core trainer."""
+    """Fit a text reward model (transformer + scalar head) on preference JSONL or a store with the core trainer."""
 
     data: Positional[list[Path]]
-    """Preference JSONL files (TRL, Vertex or K-wise lines, mixed freely)."""
+    """Preference JSONL files (TRL, Vertex or K-wise lines, mixed freely) and/or directories holding a preference
+    store (prefs.sqlite, e.g. where `prefrl text label` wrote): its text judgments."""
     out: Path
     """Output directory: reward.pt + tokenizer/ + hf/ (Hugging Face export of member 0)."""
     init_from: Path
@@ -215,14 +194,14 @@ class TextReward:
     """Tokens kept per prompt + completion (default: the model's positions)."""
     eval_data: list[Path] = field(default_factory=list)
     """Held-out preference files to report test accuracy on."""
-    train: RewardTrainArgs = field(default_factory=RewardTrainArgs)
+    train: RewardTrainConfig = field(default_factory=text_reward_train)
     seed: int = 0
 
     def run(self) -> dict:
         from prefrl.text.pipeline import fit_reward
 
         _save_config(self.out, self)
-        _, m = fit_reward(list(self.data), self.out, self.init_from, self.train.to_config(), self.members, self.max_length, self.seed,
+        _, m = fit_reward(list(self.data), self.out, self.init_from, self.train, self.members, self.max_length, self.seed,
                           list(self.eval_data) or None)
         _print(f"text reward model -> {self.out} (HF export: {self.out / 'hf'})", m)
         return m
@@ -237,7 +216,7 @@ class TextPPO:
     prompts: Path
     """Training prompts (JSONL with `prompt`)."""
     out: Path
-    """Run directory: policy/ (HF), progress.csv, tb/, summary.json, config.json."""
+    """Run directory: policy/ (HF), progress.csv, tb/, summary.json, config.json, value_head.safetensors."""
     reward_model: Path | None = None
     """Text reward model directory (from `prefrl text reward`)."""
     reward_oracle: str | None = None
@@ -280,7 +259,7 @@ class TextDPO:
     policy: Path
     """Model to train (usually the SFT model); also the reference unless --ref."""
     out: Path
-    """Run directory: policy/ (HF), progress.csv, tb/, summary.json."""
+    """Run directory: policy/ (HF), progress.csv, tb/, summary.json, config.json."""
     ref: Path | None = None
     """Reference model (default: the starting policy)."""
     dpo: DPOConfig = field(default_factory=DPOConfig)
@@ -330,8 +309,7 @@ class TextEval:
         rm = TextRewardModel.load(self.reward_model) if self.reward_model else None
         m, texts = evaluate_policy(lm, tok, prompts, self.sample, self.seed, TextOracle(self.oracle) if self.oracle else None, ref, rm)
         if self.out:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.out.write_text(json.dumps(m, indent=2))
+            write_json_atomic(self.out, m)
             write_jsonl(self.out.with_suffix(".samples.jsonl"), [{"prompt": p, "completion": c} for p, c in zip(prompts, texts)])
         _print(f"eval of {self.policy} on {len(prompts)} prompts", m)
         for p, c in list(zip(prompts, texts))[:3]:
@@ -407,7 +385,7 @@ class TextDemo:
     oracle: OracleArgs = field(default_factory=OracleArgs)
     tiny: TinyGPTConfig = field(default_factory=TinyGPTConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
-    reward: RewardTrainArgs = field(default_factory=lambda: RewardTrainArgs(lr=3e-4, val_fraction=0.2))
+    reward: RewardTrainConfig = field(default_factory=lambda: text_reward_train(lr=3e-4, val_fraction=0.2))
     ppo: PPOConfig = field(default_factory=PPOConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -423,7 +401,7 @@ class TextDemo:
         require_transformers()
         _save_config(self.out, self)
         return run_demo(self.out, self.pairs, self.oracle, self.sft, self.ppo, self.dpo, self.n_sft, self.eval_prompts, self.seed,
-                        self.test_pairs, self.tiny, self.reward.to_config(), self.sample)
+                        self.test_pairs, self.tiny, self.reward, self.sample)
 
 
 COMMANDS: dict[str, type] = {

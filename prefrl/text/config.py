@@ -1,14 +1,36 @@
 """Settings of the text components, kept free of torch so that the CLI starts fast.
 
 Each dataclass belongs to one component (``lm``, ``sft``, ``ppo``, ``dpo``) and is
-re-exported there; tyro turns the field docstrings into ``--help`` text.
+re-exported there; tyro turns the field docstrings into ``--help`` text. The reward model
+is fit with the core ``RewardTrainConfig`` itself; ``text_reward_train`` gives it the
+defaults that suit a small transformer.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-from prefrl.types import PrefrlError
+from prefrl.core.types import PrefrlError
+
+if TYPE_CHECKING:
+    from prefrl.core.trainer import RewardTrainConfig
+
+TEXT_REWARD_TRAIN: dict[str, Any] = {"lr": 2e-4, "epochs": 10, "batch_size": 32, "patience": 3, "l2": 1e-6, "noise_eps": 0.05}
+"""Where the text reward fit departs from the core ``RewardTrainConfig`` defaults (the rest,
+e.g. the 1/e held-out fraction, are the core's)."""
+
+
+def text_reward_train(**overrides: Any) -> RewardTrainConfig:
+    """The core ``RewardTrainConfig`` with ``TEXT_REWARD_TRAIN``'s defaults, then ``overrides``.
+
+    Example:
+        >>> text_reward_train(lr=3e-4).batch_size
+        32
+    """
+    from prefrl.core.trainer import RewardTrainConfig
+
+    return RewardTrainConfig(**{**TEXT_REWARD_TRAIN, **overrides})
 
 
 @dataclass(frozen=True)

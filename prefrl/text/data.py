@@ -1,6 +1,6 @@
-"""Text preference and SFT files (JSON lines), read into the core's types.
+"""Text preference and SFT files (JSON lines) and preference stores, read into the core's types.
 
-Preference lines, any mix of (shared/DESIGN.md):
+Preference lines, any mix of:
 
 =========  ===========================================================================
 TRL        ``{"prompt": str, "chosen": str, "rejected": str}`` (``prompt`` may be omitted)
@@ -14,6 +14,10 @@ Each distinct (prompt, completion) becomes one one-step clip; pairs become
 pairs, each weighted 1/C(K,2) (``Comparisons.from_rankings``, Ouyang et al. 2022).
 An optional ``"label"`` (P(chosen preferred) in [0, 1], or null for a skip) on TRL
 lines keeps soft labels from noisy oracles.
+
+A directory holding a preference store (``prefs.sqlite``, e.g. the output directory of
+``prefrl text label``) is read as the TRL lines of its text judgments, in judgment order
+(``prefrl.core.store.trl_record``): the same dataset as the JSONL exported from it.
 
 SFT lines: ``{"prompt": str, "completion": str}`` (or ``{"text": str}``, prompt "").
 
@@ -30,9 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.types import Comparisons, PrefrlError
+from prefrl.core.store import STORE_FILE, PreferenceStore
+from prefrl.core.types import Comparisons, PrefrlError
 
 PREF_FORMATS = ("trl", "vertex", "kwise")
+STORE_FORMAT = "store"
+"""The ``formats`` key counting judgments read from preference stores."""
 
 
 @dataclass
@@ -178,16 +185,32 @@ def _parse_line(b: _Builder, obj: dict, where: str) -> str:
     return fmt
 
 
+def _read_store(b: _Builder, root: Path) -> int:
+    """Add the text judgments of the store in ``root`` (as their TRL lines would read); returns how many."""
+    if not (root / STORE_FILE).is_file():
+        raise PrefrlError(f"{root}: a directory without a preference store ({STORE_FILE}); give JSONL files or a store directory")
+    with PreferenceStore(root, create=False) as store:
+        texts, comps, _ = store.text_training_data()
+    for i, j, lab in zip(comps.left.tolist(), comps.right.tolist(), comps.label.tolist()):
+        if not math.isnan(lab) and lab < 0.5:  # chosen first, as in the TRL line (``trl_record``)
+            i, j, lab = j, i, 1.0 - lab
+        b.add(b.clip(*texts[i]), b.clip(*texts[j]), lab)
+    return len(comps)
+
+
 def read_preferences(paths: Path | str | list[Path] | list[str]) -> TextPreferences:
-    """Read one or more preference JSONL files (formats may be mixed) into one dataset.
+    """Read preference JSONL files (formats may be mixed) and store directories into one dataset.
 
     Raises:
         PrefrlError: naming file, line and field for the first malformed line.
     """
     paths = [Path(p) for p in (paths if isinstance(paths, list) else [paths])]
     b = _Builder()
-    formats = {f: 0 for f in PREF_FORMATS}
+    formats = {f: 0 for f in (*PREF_FORMATS, STORE_FORMAT)}
     for path in paths:
+        if path.is_dir():
+            formats[STORE_FORMAT] += _read_store(b, path)
+            continue
         for no, obj in _lines(path):
             formats[_parse_line(b, obj, f"{path}:{no}")] += 1
     if not b.label:

@@ -32,7 +32,7 @@ def run_demo(
     verbose: bool = True,
 ) -> dict:
     """Run every step under ``out``; returns (and writes ``summary.json``) the before/after figures."""
-    from prefrl.reward.trainer import RewardTrainConfig
+    from prefrl.core.trainer import RewardTrainConfig
     from prefrl.text.corpus import make_prompts
     from prefrl.text.data import read_prompts
     from prefrl.text.lm import load_lm

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from prefrl.reward.loss import PreferenceLoss
+from prefrl.core.loss import PreferenceLoss
 from prefrl.text.config import DPOConfig
 from prefrl.text.data import TextPreferences
 from prefrl.text.lm import completion_logprobs, encode, encode_prompts, max_positions, pad
 from prefrl.text.sft import linear_schedule
-from prefrl.types import PrefrlError
+from prefrl.core.types import PrefrlError
 
 
 def dpo_loss(

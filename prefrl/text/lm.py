@@ -25,7 +25,7 @@ from torch import nn
 
 from prefrl.text import require_transformers
 from prefrl.text.config import SampleConfig, TinyGPTConfig
-from prefrl.types import PrefrlError
+from prefrl.core.types import PrefrlError
 
 PAD_TOKEN = "<|pad|>"
 EOS_TOKEN = "<|endoftext|>"

@@ -1,49 +1,47 @@
-"""Metrics of text runs: ``progress.csv`` (one row per step) and optional TensorBoard."""
+"""Metrics of text runs: ``progress.csv`` (the core ``ProgressLog``) and optional TensorBoard."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
+from prefrl.core.rundir import ProgressLog, RunDir
+
 
 class RunLogger:
-    """Writes slash-path metrics to ``run_dir/progress.csv`` and ``run_dir/tb`` (TensorBoard).
+    """Writes slash-path metrics to the run directory's ``progress.csv`` and ``tb/`` (TensorBoard).
 
-    Columns are the union of all keys logged so far (the file is rewritten when a new key appears).
+    The CSV is the core ``ProgressLog`` (columns: ``step``, then every key logged so far). A
+    text run starts afresh: an older ``progress.csv`` in the directory is replaced.
+
+    Args:
+        run_dir: the run directory (created if missing).
+        tensorboard: also write TensorBoard scalars to ``run_dir/tb``.
     """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = True):
-        self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.run_dir / "progress.csv"
-        self.rows: list[dict] = []
-        self.keys: list[str] = ["step"]
+        self.run = RunDir(run_dir)
+        self.run.mkdir()
+        self.run.progress.unlink(missing_ok=True)
+        self.progress = ProgressLog(self.run.progress, ["step"])
         self.writer = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(self.run_dir / "tb"))
+                self.writer = SummaryWriter(str(self.run.tb))
             except ImportError:  # tensorboard is a core dependency; tolerate its absence anyway
                 self.writer = None
+
+    @property
+    def path(self) -> Path:
+        return self.run.progress
 
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
         self.log(step, metrics)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
-        new = [k for k in row if k not in self.keys]
-        self.rows.append(row)
-        if new or len(self.rows) == 1:
-            self.keys += new
-            with open(self.path, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=self.keys)
-                w.writeheader()
-                w.writerows(self.rows)
-        else:
-            with open(self.path, "a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.keys).writerow(row)
+        self.progress.write({"step": step, **{k: float(v) for k, v in metrics.items()}})
         if self.writer is not None:
             for k, v in metrics.items():
                 if not math.isnan(float(v)):

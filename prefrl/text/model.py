@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from prefrl.reward.ensemble import RewardEnsemble
-from prefrl.reward.nets import InputSpec, RewardNetConfig, register_reward_net
+from prefrl.core.ensemble import RewardEnsemble
+from prefrl.core.nets import InputSpec, RewardModelConfig, register_reward_net
 from prefrl.text import require_transformers
 from prefrl.text.lm import encode, pad
-from prefrl.types import PrefrlError
+from prefrl.core.types import PrefrlError
 
 TEXT_REWARD_FORMAT = "prefrl.text_reward/1"
 ENSEMBLE_FILE = "reward.pt"
@@ -81,7 +81,7 @@ class TransformerRewardNet(nn.Module):
 
 
 @register_reward_net("transformer")
-def _build_transformer(cfg: RewardNetConfig, spec: InputSpec) -> nn.Module:
+def _build_transformer(cfg: RewardModelConfig, spec: InputSpec) -> nn.Module:
     if "hf_config" not in cfg.options:
         raise PrefrlError(
             "reward net kind `transformer` needs option `hf_config` (a Hugging Face config dict); "
@@ -150,8 +150,9 @@ class TextRewardModel:
             raise PrefrlError(f"`max_length` {max_length} exceeds the model's {limit} positions")
         hf = config.to_dict()
         spec = InputSpec(obs_shape=(max_length,), obs_dtype="int64")
-        net = RewardNetConfig(kind="transformer", hidden=(), use_actions=False, options={"hf_config": hf})
-        ens = RewardEnsemble(spec, net, n_members=n_members, target_std=target_std)
+        cfg = RewardModelConfig(kind="transformer", hidden=(), use_actions=False, members=n_members, target_std=target_std,
+                                options={"hf_config": hf})
+        ens = RewardEnsemble(spec, cfg)
         if pretrained:
             src = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True, config=config)
             backbone = {k: v for k, v in src.state_dict().items() if not _is_head(k)}
@@ -200,7 +201,7 @@ class TextRewardModel:
             raise PrefrlError(f"{path}: not a text reward model directory (no `{ENSEMBLE_FILE}`; write one with `prefrl text reward`)")
         ens = RewardEnsemble.load(path / ENSEMBLE_FILE)
         extra = getattr(ens, "extra", {})
-        if extra.get("format") != TEXT_REWARD_FORMAT or ens.net_config.kind != "transformer":
+        if extra.get("format") != TEXT_REWARD_FORMAT or ens.cfg.kind != "transformer":
             raise PrefrlError(f"{path}: `{ENSEMBLE_FILE}` is not a text reward model (format {extra.get('format')!r})")
         rm = TextRewardModel(ens, load_tokenizer(path / TOKENIZER_DIR), extra["max_length"])
         rm.extra = extra

@@ -1,7 +1,7 @@
 """Oracles for text: a score per completion, labels through the core's scripted teachers.
 
 A text oracle scores each completion (its "true reward", a one-step clip); labels come
-from ``prefrl.oracles.ScriptedOracle.label_rewards`` on those scores as (P, 1) rewards,
+from ``prefrl.core.oracles.ScriptedOracle.label_rewards`` on those scores as (P, 1) rewards,
 so the B-Pref teachers (``synthetic``, ``stochastic``, ``mistake``, ``skip``, ``equal``,
 ``myopic``) add the same noise to text as to control.
 
@@ -28,8 +28,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from prefrl.oracles import ScriptedOracle, make_oracle
-from prefrl.types import PrefrlError
+from prefrl.core.oracles import ScriptedOracle, make_oracle
+from prefrl.core.types import PrefrlError
 
 _WORD = re.compile(r"[a-z']+")
 POSITIVE_WORDS = frozenset(

@@ -1,35 +1,33 @@
 """The text RLHF steps as functions over files (the commands and the benchmark call these).
 
-corpus -> SFT -> oracle-labeled pairs of sampled completions -> reward model -> PPO / DPO
--> evaluation (oracle score, reward-model score, KL to the reference, diversity).
+corpus -> SFT -> oracle-labeled pairs of sampled completions (kept in a preference store,
+exported as JSONL) -> reward model -> PPO / DPO -> evaluation (oracle score, reward-model
+score, KL to the reference, diversity). Run directories use the core ``RunDir`` names
+(``progress.csv``, ``summary.json``, ``policy/``, ``tb/``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from prefrl.reward.query import disagreement
-from prefrl.reward.trainer import RewardTrainConfig, RewardTrainer
+from prefrl.core.query import disagreement
+from prefrl.core.rundir import RunDir
+from prefrl.core.store import PreferenceStore, trl_record
+from prefrl.core.trainer import RewardTrainConfig, RewardTrainer
+from prefrl.core.types import PrefrlError
 from prefrl.text.corpus import make_corpus, make_prompts
 from prefrl.text.data import TextPreferences, read_preferences, read_prompts, read_sft, write_jsonl
 from prefrl.text.lm import SampleConfig, TinyGPTConfig, load_lm, new_tiny_lm, sample, save_lm, sequence_kl, train_tokenizer
 from prefrl.text.logger import RunLogger
 from prefrl.text.model import TextRewardModel
 from prefrl.text.oracles import TextOracle
-from prefrl.types import PrefrlError
 
 LABEL_FORMATS = ("trl", "vertex", "kwise")
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, default=str))
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -78,18 +76,31 @@ def label_samples(
     reward_model: Path | None = None,
     batch_size: int = 64,
 ) -> dict[str, float]:
-    """Sample ``k`` completions per prompt from ``policy`` and write oracle judgments as JSONL.
+    """Sample ``k`` completions per prompt from ``policy``, have ``oracle`` judge them, write ``out``.
 
     ``trl``/``vertex``: one pair per prompt; with k > 2 and a reward-model ensemble, the pair
     whose preference the members disagree on most (core ``disagreement``), else a random one.
-    Ties are written as ``"label": 0.5`` and skips as ``"label": null`` in TRL lines (Vertex
-    lines cannot hold them, so those are dropped). ``kwise``: the k completions ranked by the
-    oracle score (``synthetic``: exactly; ``stochastic``: Plackett-Luce sampled with ``beta``).
+    The pairs (text items, with the oracle's scores) and the oracle's judgments go into the
+    preference store in ``out``'s directory (``prefs.sqlite``; created, or added to): the
+    oracle labels every pair in one call and its judgments are committed the moment it
+    returns. ``out`` is then exported from the store: the JSONL lines of this call's
+    judgments. Ties are written as ``"label": 0.5`` and skips as ``"label": null`` in TRL
+    lines (Vertex lines cannot hold them, so those are dropped from ``out``; the store keeps
+    them). The store can be read back by ``prefrl text reward DIR`` and holds every call's
+    judgments, so keep pairs for different purposes (train / test) in different directories.
+
+    ``kwise``: the k completions ranked by the oracle score (``synthetic``: exactly;
+    ``stochastic``: Plackett-Luce sampled with ``beta``). A ranking is not a set of pairwise
+    judgments (its C(k, 2) pairs are weighted 1/C(k, 2) together), so rankings stay
+    JSONL-only: nothing is written to the store.
     """
     if fmt not in LABEL_FORMATS:
         raise PrefrlError(f"unknown preference format `{fmt}` (known: {', '.join(LABEL_FORMATS)})")
     if k < 2:
         raise PrefrlError(f"`k` (completions per prompt) must be >= 2, got {k}")
+    out = Path(out)
+    if out.is_dir():
+        raise PrefrlError(f"{out}: is a directory; `--out` is the preference JSONL file (the store goes beside it)")
     sample_cfg = sample_cfg or SampleConfig()
     lm, tok = load_lm(policy)
     rng = np.random.default_rng(seed)
@@ -100,50 +111,90 @@ def label_samples(
         chunk = prompts[s : s + per_batch]
         texts = sample(lm, tok, [p for p in chunk for _ in range(k)], sample_cfg, g).completions
         completions += [texts[i * k : (i + 1) * k] for i in range(len(chunk))]
-    rm = TextRewardModel.load(reward_model) if reward_model is not None else None
-    rows, dropped, ties, skips = [], 0, 0, 0
     if fmt == "kwise":
-        teacher = oracle.teacher
-        if teacher.name not in ("synthetic", "stochastic"):
-            raise PrefrlError(f"K-wise rankings come from the `synthetic` or `stochastic` teacher, not `{teacher.name}`")
-        for p, cs in zip(prompts, completions):
-            score = oracle.score([p] * k, cs)
-            noise = rng.gumbel(size=k) if teacher.name == "stochastic" else rng.random(k) * 1e-9
-            key = score * (teacher.cfg.beta if teacher.name == "stochastic" else 1.0) + noise
-            rows.append({"prompt": p, "completions": cs, "ranking": np.argsort(-key, kind="stable").tolist()})
-    else:
-        pairs = []
-        for i, cs in enumerate(completions):
-            cand = [(a, b) for a in range(k) for b in range(a + 1, k) if cs[a] != cs[b]]
-            if not cand:
-                dropped += 1
-                continue
-            if rm is not None and rm.ensemble.n_members > 1 and len(cand) > 1:
-                inputs = rm.encode([prompts[i]] * k, cs)
-                var = disagreement(rm.ensemble, inputs, np.array(cand))
-                a, b = cand[int(np.argmax(var))]
-            else:
-                a, b = cand[int(rng.integers(len(cand)))]
-            pairs.append((prompts[i], cs[a], cs[b]))
-        labels = oracle.label([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs])
-        for (p, left, right), lab in zip(pairs, labels.tolist()):
-            if np.isnan(lab) or lab == 0.5:
-                ties += lab == 0.5
-                skips += bool(np.isnan(lab))
-                if fmt == "vertex":
-                    dropped += 1
-                    continue
-                rows.append({"prompt": p, "chosen": left, "rejected": right, "label": None if np.isnan(lab) else 0.5})
-                continue
-            chosen, rejected = (left, right) if lab == 1.0 else (right, left)
-            if fmt == "trl":
-                rows.append({"prompt": p, "chosen": chosen, "rejected": rejected})
-            else:
-                swap = bool(rng.integers(2))
-                c0, c1 = (rejected, chosen) if swap else (chosen, rejected)
-                rows.append({"input_text": p, "candidate_0": c0, "candidate_1": c1, "choice": int(swap)})
+        return _label_rankings(prompts, completions, out, oracle, k, rng)
+    rm = TextRewardModel.load(reward_model) if reward_model is not None else None
+    dropped = 0
+    pairs = []
+    for i, cs in enumerate(completions):
+        cand = [(a, b) for a in range(k) for b in range(a + 1, k) if cs[a] != cs[b]]
+        if not cand:
+            dropped += 1
+            continue
+        if rm is not None and rm.ensemble.n_members > 1 and len(cand) > 1:
+            inputs = rm.encode([prompts[i]] * k, cs)
+            var = disagreement(rm.ensemble, inputs, np.array(cand))
+            a, b = cand[int(np.argmax(var))]
+        else:
+            a, b = cand[int(rng.integers(len(cand)))]
+        pairs.append((prompts[i], cs[a], cs[b]))
+    pair_prompts = [p for p, _, _ in pairs]
+    score_l = oracle.score(pair_prompts, [x for _, x, _ in pairs])
+    score_r = oracle.score(pair_prompts, [x for _, _, x in pairs])
+    with PreferenceStore(out.parent) as store:
+        ids = store.add_texts([p for p in pair_prompts for _ in (0, 1)], [x for _, l, r in pairs for x in (l, r)],
+                              [v for lr in zip(score_l.tolist(), score_r.tolist()) for v in lr])
+        labels = oracle.label_scores(score_l, score_r)
+        jids = store.add_judgments(np.array(ids, np.int64).reshape(-1, 2), labels, source=f"{oracle.name}/{oracle.teacher.name}")
+        rows, n_dropped, ties, skips = export_judgments(store, jids, fmt, rng)
+        in_store = store.count_judgments()
     write_jsonl(out, rows)
-    return {"label/lines": float(len(rows)), "label/dropped": float(dropped), "label/ties": float(ties), "label/skips": float(skips)}
+    return {"label/lines": float(len(rows)), "label/dropped": float(dropped + n_dropped), "label/ties": float(ties),
+            "label/skips": float(skips), "label/store_judgments": float(in_store)}
+
+
+def export_judgments(
+    store: PreferenceStore, judgment_ids: list[int], fmt: str = "trl", rng: np.random.Generator | None = None
+) -> tuple[list[dict], int, int, int]:
+    """JSONL rows of stored text judgments: TRL lines (``trl_record``) or Vertex lines.
+
+    Vertex lines hold strict preferences only: ties, skips and soft labels are dropped, and the
+    preferred candidate's position (``choice``) is drawn from ``rng``.
+
+    Returns:
+        rows, lines dropped, ties, skips.
+    """
+    if fmt not in ("trl", "vertex"):
+        raise PrefrlError(f"stored judgments export as `trl` or `vertex` lines, not `{fmt}`")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    wanted = set(judgment_ids)
+    js = [j for j in store.judgments(since_id=min(wanted) - 1 if wanted else 0) if j.id in wanted]
+    ids = sorted({j.left for j in js} | {j.right for j in js})
+    texts = dict(zip(ids, store.load_texts(ids)))
+    rows, dropped, ties, skips = [], 0, 0, 0
+    for j in js:
+        (p, left), (p_right, right) = texts[j.left], texts[j.right]
+        if p != p_right:
+            raise PrefrlError(f"{store.path}: judgment {j.id} compares completions of different prompts; a JSONL line holds one prompt")
+        lab = j.label
+        ties += lab == 0.5
+        skips += lab is None
+        if fmt == "trl":
+            rows.append(trl_record(p, left, right, lab))
+        elif lab not in (0.0, 1.0):
+            dropped += 1
+        else:
+            chosen, rejected = (left, right) if lab == 1.0 else (right, left)
+            swap = bool(rng.integers(2))
+            c0, c1 = (rejected, chosen) if swap else (chosen, rejected)
+            rows.append({"input_text": p, "candidate_0": c0, "candidate_1": c1, "choice": int(swap)})
+    return rows, dropped, ties, skips
+
+
+def _label_rankings(prompts: list[str], completions: list[list[str]], out: Path, oracle: TextOracle, k: int,
+                    rng: np.random.Generator) -> dict[str, float]:
+    """K-wise lines: each prompt's ``k`` completions ranked by the oracle (JSONL only, see ``label_samples``)."""
+    teacher = oracle.teacher
+    if teacher.name not in ("synthetic", "stochastic"):
+        raise PrefrlError(f"K-wise rankings come from the `synthetic` or `stochastic` teacher, not `{teacher.name}`")
+    rows = []
+    for p, cs in zip(prompts, completions):
+        score = oracle.score([p] * k, cs)
+        noise = rng.gumbel(size=k) if teacher.name == "stochastic" else rng.random(k) * 1e-9
+        key = score * (teacher.cfg.beta if teacher.name == "stochastic" else 1.0) + noise
+        rows.append({"prompt": p, "completions": cs, "ranking": np.argsort(-key, kind="stable").tolist()})
+    write_jsonl(out, rows)
+    return {"label/lines": float(len(rows)), "label/dropped": 0.0, "label/ties": 0.0, "label/skips": 0.0}
 
 
 # ---- reward model -----------------------------------------------------------------------------
@@ -158,7 +209,11 @@ def fit_reward(
     eval_data: list[Path] | None = None,
     export_member: int | None = 0,
 ) -> tuple[TextRewardModel, dict[str, float]]:
-    """Fit a text reward model with the core trainer; save it (and its HF export) under ``out``."""
+    """Fit a text reward model with the core trainer; save it (and its HF export) under ``out``.
+
+    ``data`` (and ``eval_data``): preference JSONL files and directories holding a preference
+    store (read as its text judgments; ``prefrl.text.data.read_preferences``).
+    """
     prefs = read_preferences(data)
     torch.manual_seed(seed)
     rm = TextRewardModel.create(init_from, n_members=members, max_length=max_length)
@@ -282,12 +337,12 @@ def run_ppo(
     history = trainer.train()
     logger.close()
     summary = {**(history[-1] if history else {}), "ppo/wall_s": time.perf_counter() - t0, "ppo/steps": float(len(history))}
-    save_lm(policy, tok, Path(out) / "policy", {"kind": "ppo", "from": str(policy_dir), "ppo": ppo_cfg.to_dict(),
+    save_lm(policy, tok, RunDir(out).policy, {"kind": "ppo", "from": str(policy_dir), "ppo": ppo_cfg.to_dict(),
                                                  "sample": sample_cfg.to_dict(), "summary": summary})
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in trainer.model.v_head.state_dict().items()}, str(Path(out) / "value_head.safetensors"))
-    _write_json(Path(out) / "summary.json", summary)
+    RunDir(out).write_summary(summary)
     return summary
 
 
@@ -307,9 +362,9 @@ def run_dpo(policy_dir: Path, data: list[Path], out: Path, dpo_cfg, ref_dir: Pat
     metrics = DPOTrainer(policy, ref, tok, prefs, dpo_cfg, np.random.default_rng(seed), log=logger).train()
     logger.close()
     metrics["dpo/wall_s"] = time.perf_counter() - t0
-    save_lm(policy, tok, Path(out) / "policy", {"kind": "dpo", "from": str(policy_dir), "data": [str(p) for p in data],
+    save_lm(policy, tok, RunDir(out).policy, {"kind": "dpo", "from": str(policy_dir), "data": [str(p) for p in data],
                                                  "dpo": dpo_cfg.to_dict(), "metrics": metrics})
-    _write_json(Path(out) / "summary.json", metrics)
+    RunDir(out).write_summary(metrics)
     return metrics
 
 

@@ -1,0 +1,177 @@
+"""SB3 callbacks: the labeling engine's adapter for PPO, progress rows, checkpoints, a named progress bar.
+
+``ProgressCallback`` writes one ``progress.csv`` row and TensorBoard scalars per PPO
+rollout and checkpoints every ``checkpoint_every`` rollouts (both arms).
+``PreferenceCallback`` adds the preference loop: between rollouts it hands the engine the
+env-step count and the clip pool, and when the engine refit the reward model, gives the
+new reward to the env wrapper. ``_on_step`` does nothing, so the loop costs nothing per step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+from scipy import stats
+from stable_baselines3.common.callbacks import BaseCallback
+
+from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv
+from prefrl.core.engine import EngineReport, LabelingEngine
+from prefrl.core.rundir import ProgressLog
+
+PROGRESS_FIELDS = [
+    "timesteps", "labels", "true_return_mean", "learned_return_mean", "reward_val_accuracy",
+    "reward_corr", "wall_s",
+]
+
+
+class WallClock:
+    """Seconds of training so far, across resumes (``offset``: the wall time saved in the checkpoint)."""
+
+    def __init__(self, offset: float = 0.0):
+        self.offset = offset
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return self.offset + time.perf_counter() - self.t0
+
+
+class ProgressCallback(BaseCallback):
+    """A progress row and TensorBoard scalars per rollout, a checkpoint every ``checkpoint_every`` rollouts.
+
+    Args:
+        progress: the run's progress log.
+        clock: wall time of the run.
+        checkpoint_fn: called with no arguments to write the checkpoint.
+        checkpoint_every: rollouts between checkpoints.
+        bar: a progress bar (``ProgressBar``) or None.
+    """
+
+    def __init__(self, progress: ProgressLog, clock: WallClock, checkpoint_fn: Callable[[], None] | None = None,
+                 checkpoint_every: int = 10, bar: ProgressBar | None = None):
+        super().__init__()
+        self.progress = progress
+        self.clock = clock
+        self.checkpoint_fn = checkpoint_fn
+        self.checkpoint_every = checkpoint_every
+        self.bar = bar
+        self.n_rollouts = 0
+
+    def _on_step(self) -> bool:
+        if self.bar is not None:
+            self.bar.update(self.num_timesteps)
+        return True
+
+    def _on_training_end(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def true_return(self) -> float:
+        ep = [e["r"] for e in (self.model.ep_info_buffer or [])] if self.model is not None else []
+        return float(np.mean(ep)) if ep else float("nan")
+
+    def _on_rollout_end(self) -> None:
+        row = self.row()
+        for k, v in row.items():
+            if k not in ("timesteps", "wall_s"):
+                self.logger.record(_TB_NAMES.get(k, k), v)
+        self.progress.write(row)
+        self.n_rollouts += 1
+        if self.checkpoint_fn is not None and self.n_rollouts % self.checkpoint_every == 0:
+            self.checkpoint_fn()
+
+    def row(self) -> dict:
+        return {"timesteps": self.num_timesteps, "labels": 0, "true_return_mean": self.true_return(),
+                "learned_return_mean": float("nan"), "reward_val_accuracy": float("nan"),
+                "reward_corr": float("nan"), "wall_s": round(self.clock(), 2)}
+
+
+_TB_NAMES = {"true_return_mean": "rl/true_return", "learned_return_mean": "rl/learned_return",
+             "labels": "rl/labels", "reward_corr": "reward/pool/corr", "reward_val_accuracy": "reward/val/accuracy"}
+
+
+class PreferenceCallback(ProgressCallback):
+    """The labeling engine between PPO rollouts (Christiano et al. 2017, section 2.2).
+
+    Args:
+        engine: asks for labels, stores them, refits the reward model.
+        wrapper: the learned-reward env wrapper (its collector supplies the clip pool).
+        progress, clock, checkpoint_fn, checkpoint_every, bar: as ``ProgressCallback``.
+    """
+
+    def __init__(self, engine: LabelingEngine, wrapper: LearnedRewardVecEnv, progress: ProgressLog, clock: WallClock,
+                 checkpoint_fn: Callable[[], None] | None = None, checkpoint_every: int = 10,
+                 bar: ProgressBar | None = None):
+        super().__init__(progress, clock, checkpoint_fn, checkpoint_every, bar)
+        self.engine = engine
+        self.wrapper = wrapper
+        self.collector: ClipCollector = wrapper.collector  # type: ignore[assignment]
+        self.report = EngineReport(timesteps=0)
+
+    def pool(self):
+        return self.collector.clips() if len(self.collector) >= 2 else None
+
+    def _on_rollout_end(self) -> None:
+        self.report = self.engine.step(self.num_timesteps, self.pool())
+        if self.report.refit is not None:
+            self.wrapper.set_reward_fn(self.engine.ensemble.step_fn())
+        if self.bar is not None:
+            self.bar.postfix(labels=self.report.labels, refits=self.engine.n_refits,
+                             waiting=self.report.outstanding or None)
+        super()._on_rollout_end()
+
+    def row(self) -> dict:
+        row = super().row()
+        ep_true = self.model.ep_info_buffer or []
+        learned = self.wrapper.learned_episode_returns[-len(ep_true) or -100:]
+        row["labels"] = self.report.labels
+        row["learned_return_mean"] = float(np.mean(learned)) if learned else float("nan")
+        row["reward_val_accuracy"] = self.engine.metrics.get("reward/val/accuracy", float("nan"))
+        row["reward_corr"] = self._pool_correlation()
+        for k, v in self.engine.metrics.items():
+            self.logger.record(k, v)
+        skip_rate = getattr(self.engine.oracle, "skip_rate", None)
+        if skip_rate is not None:
+            self.logger.record("oracle/skip_rate", skip_rate)
+        return row
+
+    def _pool_correlation(self) -> float:
+        """Pearson correlation of predicted and true clip returns over the pool (Spearman to TensorBoard)."""
+        if len(self.collector) < 10:
+            return float("nan")
+        pool = self.collector.clips()
+        pred = self.engine.ensemble.predict_clip_returns(pool.model_inputs()).mean(axis=1)
+        true = pool.true_returns()
+        if np.std(pred) == 0 or np.std(true) == 0:
+            return float("nan")
+        self.logger.record("reward/pool/spearman", float(stats.spearmanr(pred, true)[0]))
+        return float(stats.pearsonr(pred, true)[0])
+
+
+class ProgressBar:
+    """A tqdm bar named after the arm, ending at the real step count, with labels and refits shown."""
+
+    def __init__(self, name: str, total: int, initial: int = 0):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc=name, unit="step", dynamic_ncols=True, mininterval=0.5)
+        self.last = initial
+
+    def update(self, n: int) -> None:
+        if n > self.last:
+            self.bar.update(n - self.last)
+            self.last = n
+
+    def postfix(self, **kw: object) -> None:
+        self.bar.set_postfix({k: v for k, v in kw.items() if v is not None}, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def rollout_total(steps: int, n_steps: int, n_envs: int) -> int:
+    """The step count PPO really reaches for ``steps``: whole rollouts of ``n_steps x n_envs``."""
+    per = n_steps * n_envs
+    return int(math.ceil(steps / per) * per)

@@ -1,0 +1,68 @@
+"""Re-run a saved agent on the true reward, optionally writing an MP4 with imageio."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from prefrl.control.config import load_run_config
+from prefrl.core.rundir import RunDir
+from prefrl.core.types import PrefrlError
+from prefrl.viz import write_video
+
+VIDEO_FPS_TARGET = 30
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 5, video: bool = False, video_path: str | Path | None = None,
+                 deterministic: bool = True) -> dict:
+    """Run the saved agent for ``episodes`` episodes; returns true returns (and the video path).
+
+    The policy sees observations normalised with the statistics saved at training time.
+    The video shows the first episode (frames subsampled to ~30 fps of real time).
+    """
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from prefrl.control.envs import env_dt, make_vec_env
+    from prefrl.control.agent import build_ppo, load_agent_checkpoint, set_vecnorm_state
+    from prefrl.core.utils import set_torch_threads
+
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise PrefrlError(f"`--episodes` must be an integer >= 1, got {episodes!r}")
+    set_torch_threads()
+    run_dir = Path(run_dir)
+    cfg = load_run_config(run_dir)
+    rd = RunDir(run_dir)
+    ckpt = load_agent_checkpoint(rd.agent)
+    env_cfg = dataclasses.replace(cfg.task.env, n_envs=1, render_size=max(cfg.task.env.render_size, 256))
+    venv = make_vec_env(env_cfg, cfg.seed + 20_000, render=video)
+    env = venv
+    if ckpt["vecnorm"] is not None:
+        env = VecNormalize(venv, norm_obs=cfg.task.env.normalize_obs, norm_reward=False, training=False)
+        set_vecnorm_state(env, ckpt["vecnorm"])
+    model = build_ppo(cfg.task.ppo, env, cfg.seed)
+    model.policy.load_state_dict(ckpt["policy"])
+    returns, frames = [], []
+    obs = env.reset()
+    max_steps = 100_000 * episodes  # guard: an env that never ends must not run (and buffer frames) forever
+    for _ in range(max_steps):
+        if len(returns) >= episodes:
+            break
+        action, _ = model.predict(obs, deterministic=deterministic)
+        obs, _, dones, infos = env.step(action)
+        if video and not returns and "frame" in infos[0] and len(frames) < 5000:
+            frames.append(infos[0]["frame"])
+        if dones[0] and "episode" in infos[0]:
+            returns.append(float(infos[0]["episode"]["r"]))
+    env.close()
+    if not returns:
+        raise PrefrlError(f"{run_dir}: no episode ended within {max_steps} steps")
+    out = {"returns": returns, "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns))}
+    if video and frames:
+        path = Path(video_path) if video_path else rd.video("agent")
+        dt = env_dt(env_cfg) or 1 / VIDEO_FPS_TARGET
+        stride = max(1, int(round((1 / dt) / VIDEO_FPS_TARGET)))
+        write_video(path, frames[::stride], fps=(1 / dt) / stride)
+        out["video"] = str(path)
+    return out

@@ -1,0 +1,162 @@
+"""Learned reward for SB3: a VecEnvWrapper that scores every step, and the clip collector.
+
+``LearnedRewardVecEnv`` keeps the actions in ``step_async``; in ``step_wait`` it scores
+(previous obs, action) for all envs in one batched forward pass, replaces the env
+reward by the prediction and keeps the true reward in ``info["true_reward"]``
+(imitation: rewards/reward_wrapper.py does the same). It also cuts the stream into
+clips of ``clip_length`` steps for the preference loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+
+from prefrl.core.types import Clips
+
+RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""(obs (B, *obs_shape), acts (B, *act_shape)) -> rewards (B,) float32."""
+
+
+class ClipCollector:
+    """Cuts per-env step streams into non-overlapping clips kept in a ring-buffer pool.
+
+    A clip never spans an episode boundary. The pool keeps the ``pool_size`` most
+    recent clips; memory is bounded by ``pool_size`` x bytes per clip, and by
+    ``max_bytes`` when given: the first clip fixes ``clip_nbytes`` and the pool then
+    keeps ``capacity = min(pool_size, max_bytes // clip_nbytes)`` clips (at least 2).
+    ``clips()`` copies the pool, so its peak is twice that.
+
+    Args:
+        n_envs: number of parallel envs.
+        clip_length: steps per clip (T).
+        pool_size: clips kept.
+        keep_frames: keep ``info["frame"]`` with each step.
+        max_bytes: memory cap of the pool (obs, actions, rewards and frames), or None.
+    """
+
+    def __init__(self, n_envs: int, clip_length: int, pool_size: int, keep_frames: bool = False,
+                 max_bytes: int | None = None):
+        self.n_envs = n_envs
+        self.clip_length = clip_length
+        self.pool_size = pool_size
+        self.keep_frames = keep_frames
+        self.max_bytes = max_bytes
+        self.capacity = pool_size
+        """Clips the pool keeps: ``pool_size``, lowered by ``max_bytes`` once ``clip_nbytes`` is known."""
+        self.clip_nbytes: int | None = None
+        self._cur: list[list[tuple]] = [[] for _ in range(n_envs)]
+        self._pool: list[tuple] = []
+        self._next = 0  # ring-buffer write position
+        self.total_clips = 0
+
+    def reset_env(self, i: int) -> None:
+        self._cur[i] = []
+
+    def add(self, obs: np.ndarray, acts: np.ndarray, rews: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
+        """One vector step: obs (B, ...) before the action, acts (B, ...), true rews (B,), dones (B,)."""
+        for i in range(self.n_envs):
+            frame = infos[i].get("frame") if self.keep_frames else None
+            self._cur[i].append((obs[i], acts[i], float(rews[i]), frame))
+            if len(self._cur[i]) == self.clip_length:
+                self._emit(self._cur[i])
+                self._cur[i] = []
+            if dones[i]:
+                self._cur[i] = []  # a clip never crosses an episode boundary
+
+    def _emit(self, steps: list[tuple]) -> None:
+        clip = (
+            np.stack([s[0] for s in steps]),
+            np.stack([s[1] for s in steps]),
+            np.array([s[2] for s in steps], np.float32),
+            np.stack([s[3] for s in steps]) if self.keep_frames and steps[0][3] is not None else None,
+        )
+        if self.clip_nbytes is None:
+            self.clip_nbytes = sum(a.nbytes for a in clip if a is not None)
+            if self.max_bytes is not None:
+                self.capacity = max(2, min(self.pool_size, self.max_bytes // self.clip_nbytes))
+        if len(self._pool) < self.capacity:
+            self._pool.append(clip)
+        else:
+            self._pool[self._next] = clip
+        self._next = (self._next + 1) % self.capacity
+        self.total_clips += 1
+
+    def __len__(self) -> int:
+        return len(self._pool)
+
+    def clips(self) -> Clips:
+        """All clips in the pool as one ``Clips`` batch."""
+        if not self._pool:
+            raise ValueError("no clips collected yet")
+        frames = None
+        if all(c[3] is not None for c in self._pool):
+            frames = np.stack([c[3] for c in self._pool])
+        return Clips(
+            obs=np.stack([c[0] for c in self._pool]),
+            acts=np.stack([c[1] for c in self._pool]),
+            true_rew=np.stack([c[2] for c in self._pool]),
+            frames=frames,
+        )
+
+
+class LearnedRewardVecEnv(VecEnvWrapper):
+    """Replace the env reward by a reward model's prediction, batched over envs.
+
+    Args:
+        venv: the vector env (with ``Monitor`` beneath, so episode stats stay true).
+        reward_fn: batched reward callable; None keeps the true reward (the baseline arm,
+            same code path).
+        collector: where steps are cut into clips, or None.
+
+    Note:
+        ``info["true_reward"]`` holds the env reward of every step; ``info["learned_reward"]``
+        the prediction. The reward model sees the observation the action was taken in.
+    """
+
+    def __init__(self, venv: VecEnv, reward_fn: RewardFn | None, collector: ClipCollector | None = None):
+        super().__init__(venv)
+        self.reward_fn = reward_fn
+        self.collector = collector
+        self._last_obs: np.ndarray | None = None
+        self._actions: np.ndarray | None = None
+        self.learned_return_sum = np.zeros(self.num_envs)
+        self.learned_episode_returns: list[float] = []
+
+    def set_reward_fn(self, reward_fn: RewardFn | None) -> None:
+        self.reward_fn = reward_fn
+
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        self._last_obs = obs
+        if self.collector is not None:
+            for i in range(self.num_envs):
+                self.collector.reset_env(i)
+        self.learned_return_sum[:] = 0
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+        self.venv.step_async(actions)
+
+    def step_wait(self):
+        obs, true_rews, dones, infos = self.venv.step_wait()
+        prev = self._last_obs
+        assert prev is not None and self._actions is not None, "step before reset"
+        if self.reward_fn is None:
+            rews = np.asarray(true_rews, np.float32)
+        else:
+            rews = np.asarray(self.reward_fn(prev, self._actions), np.float32)
+        for i, info in enumerate(infos):
+            info["true_reward"] = float(true_rews[i])
+            info["learned_reward"] = float(rews[i])
+        if self.collector is not None:
+            self.collector.add(prev, self._actions, true_rews, dones, infos)
+        self.learned_return_sum += rews
+        for i in np.flatnonzero(dones):
+            self.learned_episode_returns.append(float(self.learned_return_sum[i]))
+            self.learned_return_sum[i] = 0
+        self._last_obs = obs
+        return obs, rews, dones, infos

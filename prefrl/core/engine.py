@@ -1,0 +1,301 @@
+"""The labeling engine: one preference loop for every learner (Christiano et al. 2017, section 2.2).
+
+A learner (SB3 PPO through a callback, an off-policy learner, online text RLHF) calls
+``LabelingEngine.step(t, pool)`` between its updates with the env-step (or sample) count
+and a pool of recent clips. The engine works out how many labels the schedule says are
+due, selects queries over the pool, asks the oracle, stores every judgment the moment it
+is made, refits the reward ensemble when enough new judgments arrived, and reports what
+it did (``EngineReport``) for logs and progress. It knows nothing of environments, agents
+or windows: the learner hands it clips and uses ``engine.ensemble`` as its reward.
+
+The budget is never exceeded: what is asked is the schedule's count minus what the store
+already holds (judged or still outstanding), so a resumed run continues mid-schedule from
+its store, and late human judgments are picked up by the next ``step`` or by ``finish``.
+Skips are stored (they are answers) but never trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from prefrl.core.ensemble import RewardEnsemble
+from prefrl.core.oracles import Oracle
+from prefrl.core.query import SELECTORS, random_pairs, select_pairs
+from prefrl.core.rundir import Meta
+from prefrl.core.store import PreferenceStore
+from prefrl.core.trainer import RewardTrainer
+from prefrl.core.types import Clips, PrefrlError
+
+
+@dataclass
+class PrefsConfig:
+    """Preference collection: clips, label budget and schedule, query selection, refits (preset ``[prefs]``)."""
+
+    labels: int = 700
+    """Total label budget (comparisons asked)."""
+    clip_seconds: float | None = 1.5
+    """Clip length in seconds of play (Christiano et al.: 1.5 s on MuJoCo); uses the env's dt."""
+    clip_length: int | None = None
+    """Clip length in steps (overrides clip_seconds)."""
+    initial_fraction: float = 0.25
+    """Share of the budget labeled on random-policy clips before training (Christiano: 25%)."""
+    initial_labels: int | None = None
+    """Labels on random-policy clips before training; overrides initial_fraction (Christiano, Atari: 500)."""
+    rate_horizon: float = 2e6
+    """Label rate decays as H / (T + H) with T env steps (Christiano, MuJoCo: H = 2e6)."""
+    query: str = "disagreement"
+    """Query selection: `disagreement` or `random`."""
+    pool_size: int = 500
+    """Recent clips kept as query candidates (Christiano: clips of recent trajectories)."""
+    pool_mib: float | None = None
+    """Memory cap of the clip pool in MiB: it keeps min(pool_size, cap / bytes per clip) clips (None: no cap)."""
+    pool_factor: int = 10
+    """Candidate pairs drawn per query for disagreement selection."""
+    reward_epochs: int = 5
+    """Reward-model epochs per refit during training (warm-started)."""
+    retrain_fraction: float = 0.05
+    """Refit once the new judgments reach this fraction of those in the last fit (at least 1 new one)."""
+    initial_epochs: int = 40
+    """Reward-model epochs on the initial labels."""
+    keep_frames: bool = False
+    """Render and keep RGB frames with clips (always on for the human oracle)."""
+
+    def __post_init__(self) -> None:
+        _check_int(self, "labels", 0)
+        _check_int(self, "pool_size", 2)
+        _check_int(self, "pool_factor", 1)
+        _check_int(self, "reward_epochs", 1)
+        _check_int(self, "initial_epochs", 1)
+        if self.clip_length is not None:
+            _check_int(self, "clip_length", 1)
+        if self.initial_labels is not None:
+            _check_int(self, "initial_labels", 0)
+        _check_number(self, "initial_fraction", 0.0, 1.0)
+        _check_number(self, "retrain_fraction", 0.0, None)
+        _check_number(self, "rate_horizon", 0.0, None, open_low=True)
+        if self.clip_seconds is not None:
+            _check_number(self, "clip_seconds", 0.0, None, open_low=True)
+        if self.pool_mib is not None:
+            _check_number(self, "pool_mib", 0.0, None, open_low=True)
+        if self.query not in SELECTORS:
+            raise PrefrlError(f"[prefs] query must be one of {', '.join(SELECTORS)}, got {self.query!r}")
+        if not isinstance(self.keep_frames, bool):
+            raise PrefrlError(f"[prefs] keep_frames must be true or false, got {self.keep_frames!r}")
+
+    @property
+    def initial_share(self) -> float:
+        """Share of the budget labeled up front: ``initial_labels / labels`` (at most 1) when set."""
+        if self.initial_labels is None:
+            return self.initial_fraction
+        return min(1.0, self.initial_labels / self.labels) if self.labels else 0.0
+
+    def schedule(self, total_steps: int) -> LabelSchedule:
+        return LabelSchedule(self.labels, total_steps, self.initial_share, self.rate_horizon)
+
+
+def _check_int(obj: object, name: str, low: int) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise PrefrlError(f"[prefs] {name} must be an integer, got {v!r}")
+    if v < low:
+        raise PrefrlError(f"[prefs] {name} must be >= {low}, got {v}")
+
+
+def _check_number(obj: object, name: str, low: float, high: float | None, open_low: bool = False) -> None:
+    v = getattr(obj, name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+        raise PrefrlError(f"[prefs] {name} must be a number, got {v!r}")
+    if (v <= low if open_low else v < low) or (high is not None and v > high):
+        rng = f"({low}, " if open_low else f"[{low}, "
+        rng += f"{high}]" if high is not None else "inf)"
+        raise PrefrlError(f"[prefs] {name} must be in {rng}, got {v}")
+
+
+@dataclass(frozen=True)
+class LabelSchedule:
+    """How many labels should have been asked after ``t`` env steps.
+
+    An initial batch (``initial_fraction`` of the budget, on random-policy clips),
+    then a rate proportional to H / (t + H) (Christiano et al. 2017, MuJoCo: H = 2e6),
+    scaled so the whole budget is spent by ``total_steps``.
+    """
+
+    budget: int
+    total_steps: int
+    initial_fraction: float = 0.25
+    horizon: float = 2e6
+
+    @property
+    def initial(self) -> int:
+        return int(round(self.budget * self.initial_fraction))
+
+    def due(self, t: int) -> int:
+        if self.total_steps <= 0:
+            return self.budget
+        frac = math.log1p(max(t, 0) / self.horizon) / math.log1p(self.total_steps / self.horizon)
+        return min(self.budget, self.initial + int(round((self.budget - self.initial) * min(frac, 1.0))))
+
+
+@dataclass
+class EngineReport:
+    """What one ``step`` did."""
+
+    timesteps: int
+    asked: int = 0
+    """Pairs asked in this step."""
+    new_judgments: int = 0
+    """Judgments that arrived since the previous step."""
+    refit: dict[str, float] | None = None
+    """The refit's metrics, when the reward model changed."""
+    labels: int = 0
+    """Judgments in the store now (skips included)."""
+    outstanding: int = 0
+    """Pairs asked and not answered yet (people)."""
+
+
+@dataclass
+class LabelingEngine:
+    """Schedule, query selection, oracle, store and refits of one run (see the module docstring).
+
+    Args:
+        store: the run's preference store (judgments are written there the moment they are made).
+        oracle: who answers (``prefrl.core.oracles``), bound to ``store``.
+        trainer: fits ``trainer.ensemble``, the reward model the learner uses.
+        schedule: how many labels are due after t steps.
+        cfg: query selection and refit cadence.
+        rng: randomness of query selection.
+        keep_frames: store rendered frames with asked clips (forced on when the oracle needs them).
+    """
+
+    store: PreferenceStore
+    oracle: Oracle
+    trainer: RewardTrainer
+    schedule: LabelSchedule
+    cfg: PrefsConfig = field(default_factory=PrefsConfig)
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    keep_frames: bool = False
+
+    def __post_init__(self) -> None:
+        self.keep_frames = self.keep_frames or self.oracle.needs_frames
+        self.fit_judgment_id = 0
+        """The newest judgment id the current reward model was fit on."""
+        self.labels_at_fit = 0
+        self.n_refits = 0
+        self.metrics: dict[str, float] = {}
+        self.store.set_meta(Meta.LABEL_BUDGET.value, self.schedule.budget)
+
+    @property
+    def ensemble(self) -> RewardEnsemble:
+        return self.trainer.ensemble
+
+    @property
+    def labels(self) -> int:
+        return self.store.count_judgments()
+
+    # ---- what is due -----------------------------------------------------------------------
+    def asked(self) -> int:
+        """Pairs asked so far: judged (skips included) or still outstanding."""
+        return self.store.count_judgments() + self.oracle.outstanding()
+
+    def due(self, t: int) -> int:
+        """How many more pairs to ask after ``t`` steps (never past the budget)."""
+        return max(0, min(self.schedule.due(t), self.schedule.budget) - self.asked())
+
+    def initial_due(self) -> int:
+        """How many of the up-front labels (random-policy clips) are still to ask."""
+        return max(0, self.schedule.initial - self.asked())
+
+    # ---- asking ----------------------------------------------------------------------------
+    def ask(self, pool: Clips, n: int, method: str | None = None) -> int:
+        """Select ``n`` pairs over ``pool`` (by the configured query method), store their clips, ask the oracle."""
+        if n <= 0 or len(pool) < 2:
+            return 0
+        if pool.true_rew is not None:
+            self.oracle.calibrate(pool.true_returns())
+        method = method or self.cfg.query
+        pairs, scores = select_pairs(method, n, pool.model_inputs(), self.rng, self.ensemble,
+                                     pool_factor=self.cfg.pool_factor)
+        return self._ask_pairs(pool, pairs, scores)
+
+    def ask_initial(self, clips: Clips) -> int:
+        """The up-front labels: random pairs of (random-policy) ``clips``, topping up after a crash."""
+        n = self.initial_due()
+        if n <= 0 or len(clips) < 2:
+            return 0
+        if clips.true_rew is not None:
+            self.oracle.calibrate(clips.true_returns())
+        return self._ask_pairs(clips, random_pairs(len(clips), n, self.rng), None)
+
+    def _ask_pairs(self, clips: Clips, pairs: np.ndarray, scores: np.ndarray | None) -> int:
+        if len(pairs) == 0:
+            return 0
+        used = np.unique(pairs)
+        ids = np.array(self.store.add_clips(clips[used], keep_frames=self.keep_frames))
+        pos = np.full(int(used.max()) + 1, -1)
+        pos[used] = np.arange(len(used))
+        store_pairs = np.stack([ids[pos[pairs[:, 0]]], ids[pos[pairs[:, 1]]]], axis=1)
+        self.oracle.ask(store_pairs, clips[pairs[:, 0]], clips[pairs[:, 1]], scores)
+        return len(pairs)
+
+    def wait_for_initial(self, timeout_s: float, on_wait: Callable[[int, int], None] | None = None,
+                         poll_s: float = 0.5) -> None:
+        """Block until the up-front labels are judged (people); scripted teachers return at once."""
+        need = self.schedule.initial
+        t0, last = time.monotonic(), 0.0
+        while self.store.count_judgments() < need:
+            if time.monotonic() - t0 > timeout_s:
+                raise PrefrlError(f"waited {timeout_s:.0f} s for {need} initial labels, got {self.store.count_judgments()}")
+            if on_wait is not None and time.monotonic() - last > 15:
+                on_wait(self.store.count_judgments(), need)
+                last = time.monotonic()
+            time.sleep(poll_s)
+
+    # ---- refits ----------------------------------------------------------------------------
+    def new_judgments(self) -> int:
+        """Judgments that arrived after the current model's fit."""
+        return len(self.store.judgments(since_id=self.fit_judgment_id))
+
+    def refit(self, epochs: int | None = None, ref: Clips | None = None) -> dict[str, float]:
+        """Fit the ensemble on every judgment so far and renormalise its output on ``ref`` (recent clips).
+
+        Returns the trainer's metrics ({} when there is nothing labeled yet).
+        """
+        js_last = self.store.last_judgment_id()  # read first: a judgment arriving meanwhile triggers another refit
+        clips, comps, _ = self.store.training_data()
+        self.labels_at_fit = len(comps)
+        self.fit_judgment_id = js_last
+        if clips is None or len(comps.labeled()) == 0:
+            return {}
+        m = self.trainer.fit(clips.model_inputs(), comps, epochs=epochs or self.cfg.reward_epochs)
+        self.ensemble.update_normalisation((ref if ref is not None and len(ref) else clips).model_inputs())
+        self.store.set_meta(Meta.FIT_JUDGMENT_ID.value, js_last)
+        self.n_refits += 1
+        self.metrics.update(m)
+        self.metrics["reward/refits"] = float(self.n_refits)
+        return m
+
+    def step(self, t: int, pool: Clips | None) -> EngineReport:
+        """Between learner updates: ask what is due over ``pool``, refit when enough new judgments arrived."""
+        report = EngineReport(timesteps=int(t))
+        if pool is not None and len(pool) >= 2:
+            report.asked = self.ask(pool, self.due(t))
+        new = self.oracle.poll()
+        report.new_judgments = len(new)
+        pending = self.new_judgments()
+        if pending and pending >= max(1.0, self.cfg.retrain_fraction * self.labels_at_fit):
+            report.refit = self.refit(self.cfg.reward_epochs, ref=pool)
+        report.labels = self.store.count_judgments()
+        report.outstanding = self.oracle.outstanding()
+        return report
+
+    def finish(self, ref: Clips | None = None) -> dict[str, float] | None:
+        """At the end of training: refit on judgments that arrived after the last refit (late human labels)."""
+        self.oracle.poll()
+        if self.new_judgments():
+            return self.refit(self.cfg.reward_epochs, ref=ref)
+        return None

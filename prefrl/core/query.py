@@ -1,0 +1,92 @@
+"""Query selection: which pairs of clips to ask the oracle about.
+
+- ``random``: uniform pairs of distinct clips.
+- ``disagreement``: draw a candidate pool ``pool_factor`` times larger than the number
+  of queries, score each pair by the variance across ensemble members of
+  P(left preferred), keep the top ones (Christiano et al. 2017, section 2.2.4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from prefrl.core.ensemble import ArrayBatch, RewardEnsemble
+from prefrl.core.types import PrefrlError
+
+SELECTORS = ("random", "disagreement")
+
+
+def random_pairs(n_clips: int, n_pairs: int, rng: np.random.Generator, exclude: set[tuple[int, int]] | None = None) -> np.ndarray:
+    """(n_pairs, 2) int64 pairs of distinct clip indices, avoiding ``exclude`` where possible."""
+    if n_clips < 2:
+        raise PrefrlError(f"need at least 2 clips to form a pair, have {n_clips}")
+    exclude = exclude or set()
+    out: list[tuple[int, int]] = []
+    seen: set[tuple[int, int]] = set()
+    for _ in range(20):  # a few rounds of rejection sampling
+        need = n_pairs - len(out)
+        if need <= 0:
+            break
+        a = rng.integers(0, n_clips, 2 * need)
+        b = rng.integers(0, n_clips - 1, 2 * need)
+        b = b + (b >= a)  # distinct from a
+        for i, j in zip(a.tolist(), b.tolist()):
+            key = (min(i, j), max(i, j))
+            if key in exclude or key in seen:
+                continue
+            seen.add(key)
+            out.append((i, j))
+            if len(out) == n_pairs:
+                break
+    return np.array(out, dtype=np.int64).reshape(-1, 2)
+
+
+def disagreement(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray) -> np.ndarray:
+    """(P,) variance across members of P(left preferred) for each pair."""
+    used = np.unique(pairs)
+    pos = np.full(int(used.max()) + 1, -1)
+    pos[used] = np.arange(len(used))
+    rets = ensemble.predict_clip_returns({k: v[used] for k, v in inputs.items()}, normalised=False)  # (U, M)
+    rl, rr = rets[pos[pairs[:, 0]]], rets[pos[pairs[:, 1]]]  # (P, M)
+    p = torch.sigmoid(torch.as_tensor(rl - rr)).numpy()
+    if p.shape[1] < 2:
+        return np.zeros(len(pairs))
+    return p.var(axis=1)
+
+
+def select_pairs(
+    method: str,
+    n_pairs: int,
+    inputs: ArrayBatch,
+    rng: np.random.Generator,
+    ensemble: RewardEnsemble | None = None,
+    pool_factor: int = 10,
+    exclude: set[tuple[int, int]] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Choose pairs to label.
+
+    Args:
+        method: ``random`` or ``disagreement``.
+        n_pairs: number of queries wanted.
+        inputs: clip arrays (leading N) the ensemble reads.
+        rng: randomness source.
+        ensemble: needed for ``disagreement``.
+        pool_factor: candidate pool size as a multiple of ``n_pairs``.
+        exclude: unordered pairs (i, j), i < j, already asked.
+
+    Returns:
+        pairs (n, 2) int64 and their scores (n,) float, best first.
+    """
+    if method not in SELECTORS:
+        raise PrefrlError(f"unknown query selection `{method}` (known: {', '.join(SELECTORS)})")
+    n_clips = len(next(iter(inputs.values())))
+    if method == "random" or ensemble is None or ensemble.n_members < 2:
+        pairs = random_pairs(n_clips, n_pairs, rng, exclude)
+        return pairs, np.zeros(len(pairs))
+    pool = random_pairs(n_clips, n_pairs * pool_factor, rng, exclude)
+    if len(pool) == 0:
+        return pool, np.zeros(0)
+    scores = disagreement(ensemble, inputs, pool)
+    top = np.argsort(-scores, kind="stable")[:n_pairs]
+    return pool[top], scores[top]

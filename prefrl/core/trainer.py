@@ -1,0 +1,213 @@
+"""Fit a reward ensemble on comparisons (Christiano et al. 2017, section 2.2.3).
+
+- Held-out validation: a fixed fraction (1/e) of comparisons never trains; the split
+  is stable as data grows (comparison i is always on the same side).
+- Each member trains on its own bootstrap sample of the training comparisons.
+- L2 regularisation whose coefficient adapts so that validation loss stays between
+  1.1x and 1.5x training loss (the paper's rule), plus optional dropout in the net.
+- Early stopping on validation loss; the best weights are kept.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from prefrl.core.ensemble import ArrayBatch, RewardEnsemble
+from prefrl.core.loss import PreferenceLoss
+from prefrl.core.types import Comparisons, PrefrlError
+
+
+@dataclass
+class RewardTrainConfig:
+    """How a reward ensemble is fit."""
+
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_size: int = 64
+    """Comparisons per minibatch (per member)."""
+    epochs: int = 30
+    """Maximum passes over the training comparisons per fit."""
+    patience: int = 4
+    """Stop after this many epochs without a better validation loss."""
+    val_fraction: float = 1 / math.e
+    """Held-out fraction of comparisons (Christiano et al.: 1/e)."""
+    l2: float = 1e-4
+    """Initial L2 coefficient (Adam weight decay)."""
+    adaptive_l2: bool = True
+    """Adapt L2 so val loss stays 1.1-1.5x train loss (Christiano et al.)."""
+    noise_eps: float = 0.1
+    """Label-noise probability in the Bradley-Terry model (Christiano et al.: 0.1)."""
+    bootstrap: bool = True
+    """Each member trains on its own bootstrap sample of the training comparisons."""
+    split_seed: int = 12345
+    """Seed of the train/val split (fixed, so the split is stable as data grows)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise PrefrlError(f"`val_fraction` must be in [0, 1), got {self.val_fraction}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise PrefrlError("`batch_size` and `epochs` must be >= 1")
+
+
+def val_mask(n: int, fraction: float, seed: int) -> np.ndarray:
+    """(n,) bool: which comparisons are held out. Stable in n: a prefix never changes side."""
+    return np.random.default_rng(seed).random(n) < fraction
+
+
+class RewardTrainer:
+    """Trains a ``RewardEnsemble`` on ``Comparisons`` over clip inputs.
+
+    The trainer never looks inside the inputs: they are arrays with leading (N, T)
+    dims (obs/acts for control, token ids for text) that the members read.
+
+    Args:
+        ensemble: the model to fit (changed in place).
+        cfg: training settings.
+        rng: source of bootstrap and minibatch randomness.
+        loss: the preference loss (defaults to Bradley-Terry with ``cfg.noise_eps``).
+    """
+
+    def __init__(
+        self,
+        ensemble: RewardEnsemble,
+        cfg: RewardTrainConfig | None = None,
+        rng: np.random.Generator | None = None,
+        loss: PreferenceLoss | None = None,
+    ):
+        self.ensemble = ensemble
+        self.cfg = cfg or RewardTrainConfig()
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.loss = loss or PreferenceLoss(self.cfg.noise_eps)
+        self.l2 = self.cfg.l2
+        self.optimizers = [
+            torch.optim.Adam(m.parameters(), lr=self.cfg.lr, weight_decay=self.l2) for m in ensemble.members
+        ]
+        self.comparisons_seen = 0
+
+    def _batch(self, inputs: ArrayBatch, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        return self.ensemble.to_tensors({k: v[idx] for k, v in inputs.items()})
+
+    def _member_loss(self, i: int, inputs: ArrayBatch, comps: Comparisons) -> torch.Tensor:
+        """Loss of member i on some comparisons: all clips of the minibatch in one forward pass."""
+        both = np.concatenate([comps.left, comps.right])
+        rets = self.ensemble.member_clip_returns(i, self._batch(inputs, both))  # (2B,)
+        b = len(comps)
+        return self.loss(
+            rets[:b],
+            rets[b:],
+            torch.as_tensor(comps.label, device=rets.device),
+            torch.as_tensor(comps.weight, device=rets.device),
+        )
+
+    def evaluate(self, inputs: ArrayBatch, comps: Comparisons) -> dict[str, float]:
+        """Loss, accuracy and margin of the ensemble (mean of members' returns) on comparisons.
+
+        Accuracy counts comparisons with a strict preference (label != 0.5) where the
+        predicted return difference has the label's sign.
+        """
+        comps = comps.labeled()
+        if len(comps) == 0:
+            return {}
+        both = np.concatenate([comps.left, comps.right])
+        rets = self.ensemble.predict_clip_returns({k: v[both] for k, v in inputs.items()}, normalised=False)
+        b = len(comps)
+        rl, rr = torch.as_tensor(rets[:b]), torch.as_tensor(rets[b:])  # (B, M)
+        label = torch.as_tensor(comps.label)
+        loss = float(self.loss(rl, rr, label, torch.as_tensor(comps.weight))) / self.ensemble.n_members
+        diff = (rl - rr).mean(dim=1).numpy()
+        strict = comps.label != 0.5
+        sign = np.where(comps.label > 0.5, 1.0, -1.0)
+        acc = float(((diff * sign) > 0)[strict].mean()) if strict.any() else float("nan")
+        margin = float((diff * sign)[strict].mean()) if strict.any() else float("nan")
+        return {"loss": loss, "accuracy": acc, "margin": margin}
+
+    def fit(self, inputs: ArrayBatch, comparisons: Comparisons, epochs: int | None = None) -> dict[str, float]:
+        """Train every member on the comparisons; returns slash-path metrics.
+
+        Args:
+            inputs: clip arrays with leading (N, T) dims, indexed by the comparisons.
+            comparisons: all judgments so far (skips are dropped here).
+            epochs: override ``cfg.epochs``.
+
+        Returns:
+            Metrics: reward/train/loss, reward/val/{loss,accuracy,margin}, reward/l2,
+            reward/comparisons, reward/comparisons_per_s.
+        """
+        n_clips = len(next(iter(inputs.values())))
+        comps_all = comparisons
+        mask = val_mask(len(comps_all), self.cfg.val_fraction, self.cfg.split_seed)
+        labeled = ~np.isnan(comps_all.label)
+        train = comps_all[mask.__invert__() & labeled]
+        val = comps_all[mask & labeled]
+        if len(train) == 0:
+            if len(val) == 0:
+                raise PrefrlError("no labeled comparisons to train on (all are skips, or the dataset is empty)")
+            train, val = val, Comparisons.empty()  # too few to hold any out
+        used = np.concatenate([train.left, train.right, val.left, val.right])  # held-out ones are indexed too
+        bad = used[(used < 0) | (used >= n_clips)]
+        if len(bad):
+            raise PrefrlError(f"comparison refers to clip {int(bad[0])}, but only {n_clips} clips were given (0..{n_clips - 1})")
+        epochs = epochs or self.cfg.epochs
+        cfg = self.cfg
+        n = len(train)
+        boots = [
+            self.rng.integers(0, n, n) if cfg.bootstrap and self.ensemble.n_members > 1 else np.arange(n)
+            for _ in self.ensemble.members
+        ]
+        best_val, best_state, bad_epochs = float("inf"), None, 0
+        t0, steps_done = time.perf_counter(), 0
+        train_loss = float("nan")
+        self.ensemble.train()
+        for _epoch in range(epochs):
+            losses = []
+            for i, opt in enumerate(self.optimizers):
+                order = boots[i][self.rng.permutation(n)]
+                for s in range(0, n, cfg.batch_size):
+                    loss = self._member_loss(i, inputs, train[order[s : s + cfg.batch_size]])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    losses.append(loss.item())
+                steps_done += n
+            train_loss = float(np.mean(losses))
+            if len(val) == 0:
+                continue
+            val_loss = self.evaluate(inputs, val)["loss"]
+            if cfg.adaptive_l2:
+                self._adapt_l2(train_loss, val_loss)
+            if val_loss < best_val - 1e-4:
+                best_val, bad_epochs = val_loss, 0
+                best_state = {k: v.clone() for k, v in self.ensemble.state_dict().items()}
+            else:
+                bad_epochs += 1
+                if bad_epochs >= cfg.patience:
+                    break
+        if best_state is not None:
+            self.ensemble.load_state_dict(best_state)
+        elapsed = time.perf_counter() - t0
+        self.comparisons_seen = len(comps_all)
+        metrics = {
+            "reward/train/loss": train_loss,
+            "reward/l2": self.l2,
+            "reward/comparisons": float(len(comps_all)),
+            "reward/labeled": float(labeled.sum()),
+            "reward/comparisons_per_s": steps_done / max(elapsed, 1e-9),
+        }
+        for k, v in self.evaluate(inputs, val if len(val) else train).items():
+            metrics[f"reward/{'val' if len(val) else 'train'}/{k}"] = v
+        return metrics
+
+    def _adapt_l2(self, train_loss: float, val_loss: float) -> None:
+        ratio = val_loss / max(train_loss, 1e-8)
+        if ratio > 1.5:
+            self.l2 = min(self.l2 * 1.5, 0.1)
+        elif ratio < 1.1:
+            self.l2 = max(self.l2 / 1.5, 1e-7)
+        for opt in self.optimizers:
+            for g in opt.param_groups:
+                g["weight_decay"] = self.l2

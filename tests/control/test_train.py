@@ -1,0 +1,218 @@
+"""RL loop: learned-reward wrapper, fixed-length episodes, schedule, training, resume, eval."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from prefrl.cli import main
+from prefrl.core.store import PreferenceStore
+from prefrl.core.ensemble import RewardEnsemble
+from prefrl.core.nets import InputSpec, RewardModelConfig
+from prefrl.control.envs import FixedLengthWrapper, make_vec_env
+from prefrl.core.engine import LabelSchedule
+from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv
+from prefrl.control.tasks import EnvConfig, load_task
+from prefrl.core.types import PrefrlError
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+TINY_PRESET = """
+name = "tiny"
+steps = 4096
+[env]
+id = "InvertedPendulum-v5"
+episode = "fixed"
+termination_penalty = -10.0
+max_episode_steps = 200
+[ppo]
+n_steps = 512
+batch_size = 64
+n_epochs = 4
+[prefs]
+labels = 40
+clip_length = 10
+pool_size = 200
+reward_epochs = 3
+initial_epochs = 20
+[reward_model]
+hidden = [16, 16]
+"""
+
+
+@pytest.fixture
+def tiny_preset(tmp_path: Path) -> Path:
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY_PRESET)
+    return p
+
+
+def test_fixed_length_hides_termination_and_penalises():
+    env = FixedLengthWrapper(gym.make("InvertedPendulum-v5"), penalty=-10.0, max_steps=300)
+    env.reset(seed=0)
+    hidden, steps, rews = 0, 0, []
+    while True:
+        _, r, term, trunc, info = env.step(np.array([3.0]))  # push hard: the pole falls quickly
+        steps += 1
+        rews.append(r)
+        assert not term
+        hidden += int(info.get("terminated_hidden", False))
+        if trunc:
+            break
+    assert steps == 300  # the episode runs to its fixed length
+    assert hidden >= 5  # several falls were hidden
+    assert sum(r < 0 for r in rews) == hidden  # each fall cost the penalty (0 + -10)
+
+
+def test_wrapper_batched_rewards_equal_per_env_predictions():
+    cfg = EnvConfig(id="InvertedPendulum-v5", n_envs=3, max_episode_steps=50)
+    venv = make_vec_env(cfg, seed=0)
+    torch.manual_seed(0)
+    ens = RewardEnsemble(InputSpec((4,), (1,)), RewardModelConfig(hidden=(8, 8), members=3))
+    ens.norm_mean.fill_(0.2)
+    ens.norm_std.fill_(3.0)
+    collector = ClipCollector(3, clip_length=5, pool_size=100)
+    wrapper = LearnedRewardVecEnv(venv, ens.step_fn(), collector)
+    obs = wrapper.reset()
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        acts = rng.uniform(-3, 3, (3, 1)).astype(np.float32)
+        per_env = np.array([ens.predict_step(obs[i : i + 1], acts[i : i + 1])[0] for i in range(3)])
+        obs, rews, dones, infos = wrapper.step(acts)
+        np.testing.assert_allclose(rews, per_env, rtol=1e-5, atol=1e-5)
+        assert all("true_reward" in info for info in infos)
+    clips = collector.clips()
+    assert clips.obs.shape[1:] == (5, 4) and len(clips) >= 30
+    # the clip's stored true rewards are the env's rewards
+    assert set(np.unique(clips.true_rew)) <= {1.0, -10.0, 0.0, -9.0}
+
+
+def test_true_reward_path_passes_env_reward_through():
+    venv = make_vec_env(EnvConfig(id="InvertedPendulum-v5", n_envs=2, episode="terminate"), seed=1)
+    wrapper = LearnedRewardVecEnv(venv, None)
+    wrapper.reset()
+    _, rews, _, infos = wrapper.step(np.zeros((2, 1), np.float32))
+    assert list(rews) == [info["true_reward"] for info in infos]
+
+
+def test_label_schedule_front_loads_and_spends_budget():
+    s = LabelSchedule(budget=700, total_steps=1_000_000, initial_fraction=0.25)
+    assert s.due(0) == 175
+    dues = [s.due(t) for t in range(0, 1_000_001, 50_000)]
+    assert dues == sorted(dues)
+    assert s.due(1_000_000) == 700 and s.due(5_000_000) == 700
+    # the rate decays: the first half of training gets more labels than the second
+    assert s.due(500_000) - s.due(0) > s.due(1_000_000) - s.due(500_000)
+
+
+def test_unknown_task_and_bad_preset_are_refused(tmp_path: Path):
+    with pytest.raises(PrefrlError, match="unknown task `hoper`.*hopper"):
+        load_task("hoper")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[env]\nid = "Hopper-v5"\nepisodes = "fixed"\n')
+    with pytest.raises(PrefrlError, match=r"bad.toml \[env\]: unknown key `episodes`.*`episode`"):
+        load_task(str(bad))
+    assert load_task("HalfCheetah-v5").name == "half-cheetah"  # env ids resolve to presets
+
+
+def test_train_writes_run_directory_and_resume_refusal(tiny_preset: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    summary = main(["train", "--task", str(tiny_preset), "--run-dir", str(run), "--steps", "2048",
+                    "--eval-episodes", "1", "--no-video"])
+    for name in ("config.json", "prefs.sqlite", "agent.pt", "reward_model.pt", "progress.csv", "summary.json",
+                 "learning_curve.png"):
+        assert (run / name).exists(), name
+    assert summary["labels"] == 40 and summary["timesteps"] >= 2048
+    header = (run / "progress.csv").read_text().splitlines()[0].split(",")
+    assert {"timesteps", "labels", "true_return_mean"} <= set(header)
+    assert any((run / "tb").rglob("events.out.tfevents.*"))
+    with pytest.raises(PrefrlError, match="already exists.*--resume"):
+        main(["train", "--task", str(tiny_preset), "--run-dir", str(run)])
+
+    # a saved reward model trains a fresh agent without asking for labels
+    run2 = tmp_path / "reuse"
+    s2 = main(["train", "--task", str(tiny_preset), "--run-dir", str(run2), "--steps", "1024",
+               "--reward-model", str(run / "reward_model.pt"), "--eval-episodes", "0"])
+    assert s2["labels"] == 0
+
+    out = main(["eval", "--run-dir", str(run), "--episodes", "1", "--video"])
+    assert Path(out["video"]).stat().st_size > 1000
+
+
+def test_resume_after_kill_keeps_all_labels(tiny_preset: Path, tmp_path: Path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "prefrl.cli", "train", "--task", str(tiny_preset), "--run-dir", str(run),
+           "--steps", "8192", "--eval-episodes", "0", "--no-video"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    cfg_patch = run / "config.json"
+    proc = subprocess.Popen(cmd + ["--labels", "60", "--checkpoint-every", "1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if (run / "agent.pt").exists() and len((run / "progress.csv").read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert cfg_patch.exists()
+    with PreferenceStore(run, create=False) as store:
+        before = [(j.id, j.left, j.right, j.label) for j in store.judgments()]
+    assert 0 < len(before) < 60
+    assert not (run / "summary.json").exists()
+
+    summary = main(["train", "--resume", "--run-dir", str(run)])
+    assert summary["timesteps"] >= 8192
+    assert summary["labels"] == 60
+    with PreferenceStore(run, create=False) as store:
+        after = [(j.id, j.left, j.right, j.label) for j in store.judgments()]
+    assert after[: len(before)] == before  # nothing judged before the kill was lost or changed
+    rows = (run / "progress.csv").read_text().splitlines()
+    assert len(rows) > 3
+
+
+def test_eval_refuses_non_run_dir(tmp_path: Path):
+    with pytest.raises(PrefrlError, match="not a prefrl run directory"):
+        main(["eval", "--run-dir", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_learned_reward_ppo_beats_random_policy(tmp_path: Path):
+    """A short learned-reward run lifts true return far above a random policy's."""
+    preset = tmp_path / "learn.toml"
+    preset.write_text(TINY_PRESET.replace("labels = 40", "labels = 80").replace("max_episode_steps = 200",
+                                                                               "max_episode_steps = 250"))
+    run = tmp_path / "learn"
+    summary = main(["train", "--task", str(preset), "--run-dir", str(run), "--steps", "12288",
+                    "--eval-episodes", "3", "--no-video", "--seed", "1"])
+    # random policy on the same env: falls every few steps, -10 each time
+    venv = make_vec_env(load_task(str(preset)).env, seed=123)
+    wrapper = LearnedRewardVecEnv(venv, None)
+    wrapper.reset()
+    rets = []
+    while len(rets) < 3:
+        _, _, dones, infos = wrapper.step(np.array([venv.action_space.sample()]))
+        if dones[0]:
+            rets.append(infos[0]["episode"]["r"])
+    random_return = float(np.mean(rets))
+    assert random_return < 0
+    assert summary["eval_return_mean"] > random_return + 150, (summary, random_return)
+    with open(run / "summary.json") as f:
+        assert json.load(f)["labels"] == 80
+
+
+def test_clips_longer_than_episodes_are_refused(tmp_path: Path):
+    preset = tmp_path / "long.toml"
+    preset.write_text(TINY_PRESET.replace("clip_length = 10", "clip_length = 300"))
+    with pytest.raises(PrefrlError, match="clips of 300 steps are longer than its 200-step episodes"):
+        main(["train", "--task", str(preset), "--run-dir", str(tmp_path / "run"), "--steps", "512"])
+    assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written

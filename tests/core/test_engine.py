@@ -1,0 +1,129 @@
+"""The labeling engine on its own: toy clips stand in for a learner's rollouts; no RL anywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import TINY_NET, TOY_SPEC
+
+from prefrl.core.engine import LabelingEngine, LabelSchedule, PrefsConfig
+from prefrl.core.ensemble import RewardEnsemble
+from prefrl.core.oracles import HumanOracle, TeacherOracle, make_oracle, open_oracle
+from prefrl.core.rundir import Meta
+from prefrl.core.store import PreferenceStore
+from prefrl.core.toy import toy_clips
+from prefrl.core.trainer import RewardTrainConfig, RewardTrainer
+from prefrl.core.types import PrefrlError
+
+TOTAL = 10_000
+
+
+def _engine(store: PreferenceStore, oracle_name: str = "synthetic", budget: int = 40, seed: int = 0,
+            **prefs) -> LabelingEngine:
+    rng = np.random.default_rng(seed)
+    cfg = PrefsConfig(labels=budget, retrain_fraction=0.0, reward_epochs=2, **prefs)
+    ens = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=2))
+    trainer = RewardTrainer(ens, RewardTrainConfig(epochs=2, batch_size=16), rng)
+    oracle = open_oracle(oracle_name, store, rng, since_id=store.last_judgment_id())
+    return LabelingEngine(store, oracle, trainer, cfg.schedule(TOTAL), cfg, rng)
+
+
+def _pool(seed: int, n: int = 40):
+    return toy_clips(n, length=8, seed=seed)
+
+
+def test_schedule_is_asked_step_by_step_and_the_budget_is_never_exceeded(tmp_path):
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, budget=40)
+        assert eng.schedule.initial == 10 and eng.initial_due() == 10
+        assert eng.ask_initial(_pool(0)) == 10
+        assert eng.initial_due() == 0 and store.count_judgments() == 10
+        seen = []
+        for k, t in enumerate(range(1000, 3 * TOTAL, 1000)):  # the learner runs past its planned steps
+            rep = eng.step(t, _pool(k + 1))
+            seen.append(rep.labels)
+            assert rep.labels == store.count_judgments() <= 40
+            assert rep.labels == min(eng.schedule.due(t), 40)
+        assert seen == sorted(seen) and seen[-1] == 40
+        assert store.get_meta(Meta.LABEL_BUDGET.value) == 40
+        assert eng.n_refits >= 5  # refit whenever new judgments came in (retrain_fraction 0)
+
+
+def test_refits_make_the_model_rank_held_out_clips(tmp_path):
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, budget=150)
+        eng.ask_initial(_pool(0, 120))
+        eng.refit(30)
+        for k, t in enumerate(range(2000, TOTAL + 1, 2000)):
+            eng.step(t, _pool(k + 1, 120))
+        held = toy_clips(200, length=8, seed=999)
+        pred = eng.ensemble.predict_clip_returns(held.model_inputs()).mean(axis=1)
+        true = held.true_returns()
+        i, j = np.triu_indices(len(held), 1)
+        acc = np.mean((pred[i] - pred[j]) * (true[i] - true[j]) > 0)
+        assert acc > 0.8, acc
+
+
+def test_skips_are_stored_but_never_trained_on(tmp_path):
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, budget=30)
+        eng.oracle = TeacherOracle(store, make_oracle("skip", np.random.default_rng(0), eps_skip=1.0))
+        clips = _pool(0)
+        clips.true_rew[:] = -abs(clips.true_rew)  # every return below eps x the mean: every pair is skipped
+        eng.ask_initial(clips)
+        assert store.count_judgments() == eng.schedule.initial
+        assert store.count_judgments(include_skips=False) == 0
+        assert eng.refit() == {}  # nothing labeled: no fit at all
+        # one real label among the skips: the fit sees exactly one labeled comparison
+        ids = store.clip_ids()
+        store.add_judgment(ids[0], ids[1], 1.0, source="synthetic")
+        m = eng.refit()
+        assert m["reward/comparisons"] == store.count_judgments()
+        assert m["reward/labeled"] == 1.0
+
+
+def test_late_human_judgments_are_refit_at_finish(tmp_path):
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, "human", budget=12)
+        assert isinstance(eng.oracle, HumanOracle) and eng.keep_frames  # people need the frames
+        pool = toy_clips(20, length=6, seed=0, frames=True)
+        eng.ask_initial(pool)
+        assert store.count_pending() == 3 and eng.initial_due() == 0  # outstanding counts as asked
+        rep = eng.step(TOTAL, pool)
+        assert rep.asked == 9 and rep.outstanding == 12 and rep.refit is None  # nothing judged yet
+        assert eng.step(TOTAL, pool).asked == 0  # the budget is spent while people are still judging
+        for q in store.pending_queries():  # a person answers after the learner's last step
+            store.add_judgment(q.left, q.right, 1.0, source="human", annotator="ann", query_id=q.id)
+        m = eng.finish(ref=pool)
+        assert m is not None and m["reward/comparisons"] == 12
+        assert eng.labels_at_fit == 12 and eng.fit_judgment_id == store.last_judgment_id()
+        assert eng.finish() is None  # nothing new since
+
+
+def test_resume_mid_schedule_asks_only_what_is_still_due(tmp_path):
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, budget=40)
+        eng.ask_initial(_pool(0))
+        eng.step(4000, _pool(1))
+        had = store.count_judgments()
+        assert 10 < had < 40
+    # the process dies; a new one opens the same store and continues the same schedule
+    with PreferenceStore(tmp_path) as store:
+        eng2 = _engine(store, budget=40, seed=1)
+        assert eng2.initial_due() == 0
+        assert eng2.ask_initial(_pool(2)) == 0  # the up-front labels are not asked twice
+        assert eng2.due(4000) == 0
+        rep = eng2.step(TOTAL, _pool(3))
+        assert rep.asked == 40 - had and store.count_judgments() == 40
+
+
+def test_prefs_config_refuses_bad_values():
+    with pytest.raises(PrefrlError, match="labels must be >= 0"):
+        PrefsConfig(labels=-5)
+    with pytest.raises(PrefrlError, match="labels must be an integer"):
+        PrefsConfig(labels="300")  # type: ignore[arg-type]
+    with pytest.raises(PrefrlError, match="query must be one of"):
+        PrefsConfig(query="entropyy")
+    assert LabelSchedule(0, 100).due(50) == 0

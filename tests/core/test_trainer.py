@@ -1,0 +1,192 @@
+"""Reward ensemble, trainer and query selection: they learn, save, and pick informative pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_NET, TOY_SPEC
+from prefrl.core.ensemble import RewardEnsemble
+from prefrl.core.nets import InputSpec
+from prefrl.core.query import disagreement, random_pairs, select_pairs
+from prefrl.core.trainer import RewardTrainConfig, RewardTrainer, val_mask
+from prefrl.core.toy import toy_clips, toy_dataset
+from prefrl.core.types import Comparisons, PrefrlError
+
+
+def held_out_pair_accuracy(model: RewardEnsemble, seed: int, n_clips: int = 500, n_pairs: int = 2000) -> float:
+    """Fraction of random pairs of *fresh* toy clips that the model orders like the true reward."""
+    clips = toy_clips(n_clips, seed=seed)
+    pairs = random_pairs(n_clips, n_pairs, np.random.default_rng(seed))
+    true = clips.true_returns()
+    pred = model.predict_clip_returns(clips.model_inputs()).mean(axis=1)
+    dt = true[pairs[:, 0]] - true[pairs[:, 1]]
+    dp = pred[pairs[:, 0]] - pred[pairs[:, 1]]
+    strict = dt != 0
+    return float((np.sign(dp) == np.sign(dt))[strict].mean())
+
+
+def test_fit_on_synthetic_comparisons_ranks_held_out_pairs(reward_model: RewardEnsemble) -> None:
+    """A few hundred synthetic comparisons are enough to rank unseen clips >= 90% correctly."""
+    clips, comps = toy_dataset(200, 400, seed=0)
+    before = held_out_pair_accuracy(reward_model, seed=1000)
+    metrics = RewardTrainer(reward_model, RewardTrainConfig(), np.random.default_rng(0)).fit(
+        clips.model_inputs(), comps
+    )
+    after = held_out_pair_accuracy(reward_model, seed=1000)
+    assert after >= 0.90, f"held-out pair accuracy {after:.3f} (untrained {before:.3f}), metrics {metrics}"
+    assert metrics["reward/val/accuracy"] >= 0.85
+    assert metrics["reward/train/loss"] < 0.45  # well below log 2 (chance) even with eps=0.1 noise
+
+
+def test_parameters_change_after_short_fit(reward_model: RewardEnsemble, rng: np.random.Generator) -> None:
+    clips, comps = toy_dataset(40, 60, seed=1)
+    before = [[p.detach().clone() for p in m.parameters()] for m in reward_model.members]
+    RewardTrainer(reward_model, RewardTrainConfig(epochs=1), rng).fit(clips.model_inputs(), comps)
+    for i, member in enumerate(reward_model.members):
+        for old, new in zip(before[i], member.parameters()):
+            assert not torch.equal(old, new), f"member {i}: a parameter tensor did not change"
+
+
+def test_fit_reports_slash_path_metrics(reward_model: RewardEnsemble, rng: np.random.Generator) -> None:
+    clips, comps = toy_dataset(40, 60, seed=2)
+    metrics = RewardTrainer(reward_model, RewardTrainConfig(epochs=2), rng).fit(clips.model_inputs(), comps)
+    for key in ("reward/train/loss", "reward/val/loss", "reward/val/accuracy", "reward/val/margin", "reward/l2"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["reward/comparisons"] == 60
+    assert metrics["reward/comparisons_per_s"] > 0
+
+
+def test_skips_are_never_trained_on(rng: np.random.Generator) -> None:
+    clips, comps = toy_dataset(20, 30, seed=3)
+    model = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=1))
+    all_skips = Comparisons(comps.left, comps.right, np.full(len(comps), np.nan))
+    with pytest.raises(PrefrlError, match="no labeled comparisons"):
+        RewardTrainer(model, RewardTrainConfig(epochs=1), rng).fit(clips.model_inputs(), all_skips)
+    # A skip pointing at a clip that does not exist is dropped before indexing, not an error.
+    with_skip = Comparisons(
+        np.append(comps.left, 0), np.append(comps.right, 999), np.append(comps.label, np.nan)
+    )
+    RewardTrainer(model, RewardTrainConfig(epochs=1), rng).fit(clips.model_inputs(), with_skip)
+
+
+@pytest.mark.parametrize("held_out", [False, True], ids=["train-side", "val-side"])
+def test_out_of_range_clip_index_is_a_clear_error(held_out: bool, rng: np.random.Generator) -> None:
+    clips, comps = toy_dataset(20, 30, seed=4)
+    mask = val_mask(len(comps), RewardTrainConfig().val_fraction, RewardTrainConfig().split_seed)
+    i = int(np.flatnonzero(mask if held_out else ~mask)[0])
+    comps.right[i] = 25
+    model = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=1))
+    with pytest.raises(PrefrlError, match="clip 25, but only 20 clips"):
+        RewardTrainer(model, RewardTrainConfig(epochs=1), rng).fit(clips.model_inputs(), comps)
+
+
+def test_val_split_is_stable_as_data_grows() -> None:
+    small, large = val_mask(100, 1 / np.e, 7), val_mask(1000, 1 / np.e, 7)
+    np.testing.assert_array_equal(small, large[:100])
+    assert abs(large.mean() - 1 / np.e) < 0.05
+
+
+def test_adaptive_l2_keeps_val_train_ratio_in_band(rng: np.random.Generator) -> None:
+    model = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=2))
+    trainer = RewardTrainer(model, RewardTrainConfig(l2=1e-3), rng)
+    trainer._adapt_l2(train_loss=0.1, val_loss=0.3)  # ratio 3 > 1.5: overfitting, more L2
+    assert trainer.l2 == pytest.approx(1.5e-3)
+    trainer._adapt_l2(train_loss=0.1, val_loss=0.105)  # ratio 1.05 < 1.1: less L2
+    assert trainer.l2 == pytest.approx(1e-3)
+    trainer._adapt_l2(train_loss=0.1, val_loss=0.13)  # inside 1.1-1.5: unchanged
+    assert trainer.l2 == pytest.approx(1e-3)
+    assert all(g["weight_decay"] == pytest.approx(1e-3) for o in trainer.optimizers for g in o.param_groups)
+
+
+def test_normalisation_gives_zero_mean_target_std(reward_model: RewardEnsemble) -> None:
+    clips = toy_clips(50, seed=5)
+    reward_model.target_std = 0.5
+    reward_model.update_normalisation(clips.model_inputs())
+    flat_obs = clips.obs.reshape(-1, 4)
+    flat_acts = clips.acts.reshape(-1, 2)
+    r = reward_model.predict_step(flat_obs, flat_acts)  # (N*T,) member mean
+    assert abs(r.mean()) < 1e-4
+    if reward_model.n_members == 1:
+        assert r.std(ddof=1) == pytest.approx(0.5, rel=1e-3)
+    # Clip returns are sums of the same normalised steps.
+    rets = reward_model.predict_clip_returns(clips.model_inputs()).mean(axis=1)
+    np.testing.assert_allclose(rets, r.reshape(50, -1).sum(axis=1), rtol=1e-4, atol=1e-4)
+
+
+def test_save_load_round_trip(reward_model: RewardEnsemble, tmp_path) -> None:
+    clips = toy_clips(10, seed=6)
+    reward_model.update_normalisation(clips.model_inputs())
+    path = tmp_path / "model.pt"
+    reward_model.save(path, extra={"note": "x"})
+    loaded = RewardEnsemble.load(path)
+    assert loaded.n_members == reward_model.n_members and loaded.extra == {"note": "x"}
+    np.testing.assert_allclose(
+        loaded.predict_clip_returns(clips.model_inputs()), reward_model.predict_clip_returns(clips.model_inputs())
+    )
+
+
+def test_load_refuses_corrupt_or_foreign_files(tmp_path) -> None:
+    good = tmp_path / "good.pt"
+    RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=1)).save(good)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(PrefrlError, match="corrupt.pt: not a readable prefrl reward model"):
+        RewardEnsemble.load(corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(PrefrlError, match="foreign.pt: not a prefrl reward model"):
+        RewardEnsemble.load(foreign)
+    with pytest.raises(PrefrlError, match="no such reward model file"):
+        RewardEnsemble.load(tmp_path / "missing.pt")
+    # Right format, weights of another shape than the config says.
+    ckpt = torch.load(good, weights_only=True)
+    ckpt["state_dict"] = RewardEnsemble(TOY_SPEC, TINY_NET.__class__(hidden=(8,), members=1)).state_dict()
+    torch.save(ckpt, tmp_path / "mismatch.pt")
+    with pytest.raises(PrefrlError, match="mismatch.pt: reward model does not match its config"):
+        RewardEnsemble.load(tmp_path / "mismatch.pt")
+
+
+def test_check_inputs_names_the_shape_mismatch() -> None:
+    model = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=1))
+    clips = toy_clips(3, obs_dim=3, seed=7)
+    with pytest.raises(PrefrlError, match=r"x.npz: clips have observation shape \(3,\), the reward model expects \(4,\)"):
+        model.check_inputs(clips.model_inputs(), "x.npz")
+    discrete = RewardEnsemble(InputSpec(obs_shape=(4,), act_n=3), dataclasses.replace(TINY_NET, members=1))
+    obs = np.zeros((2, 5, 4), np.float32)
+    discrete.check_inputs({"obs": obs, "acts": np.full((2, 5), 2)}, "ok.npz")
+    with pytest.raises(PrefrlError, match=r"y.npz: clips have actions in 0..5, the reward model knows 3 discrete actions"):
+        discrete.check_inputs({"obs": obs, "acts": np.arange(10).reshape(2, 5) % 6}, "y.npz")
+    with pytest.raises(PrefrlError, match="expects discrete"):
+        discrete.check_inputs({"obs": obs, "acts": np.zeros((2, 5), np.float32)}, "z.npz")
+
+
+def test_disagreement_selection_beats_random_pairs(rng: np.random.Generator) -> None:
+    """Pairs chosen by ensemble disagreement have higher member variance of P than random pairs."""
+    clips, comps = toy_dataset(200, 40, seed=8)
+    model = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=3))
+    RewardTrainer(model, RewardTrainConfig(epochs=5), rng).fit(clips.model_inputs(), comps)
+    inputs = clips.model_inputs()
+    chosen, scores = select_pairs("disagreement", 20, inputs, rng, ensemble=model, pool_factor=10)
+    assert chosen.shape == (20, 2) and (chosen[:, 0] != chosen[:, 1]).all()
+    assert (np.diff(scores) <= 0).all()  # best first
+    np.testing.assert_allclose(scores, disagreement(model, inputs, chosen), rtol=1e-5)
+    baseline = disagreement(model, inputs, random_pairs(len(clips), 500, np.random.default_rng(1)))
+    assert scores.mean() > 2 * baseline.mean()
+    assert scores.min() > np.median(baseline)
+
+
+def test_selection_falls_back_to_random_and_respects_exclude(rng: np.random.Generator) -> None:
+    clips = toy_clips(6, seed=9)
+    single = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=1))
+    pairs, scores = select_pairs("disagreement", 5, clips.model_inputs(), rng, ensemble=single)
+    assert len(pairs) == 5 and (scores == 0).all()  # one member: no disagreement to measure
+    asked = {(0, 1), (2, 3)}
+    pairs, _ = select_pairs("random", 13, clips.model_inputs(), rng, exclude=asked)
+    got = {(min(a, b), max(a, b)) for a, b in pairs.tolist()}
+    assert len(got) == 13 and not got & asked  # all 15 unordered pairs minus the 2 asked
+    with pytest.raises(PrefrlError, match="unknown query selection"):
+        select_pairs("entropy", 5, clips.model_inputs(), rng)
