@@ -31,24 +31,26 @@ class TrainCommand:
 
     task: str | None = None
     """Task preset name (see `prefrl tasks`) or path to a .toml preset. Required unless --resume."""
-    oracle: str = "synthetic"
-    """Who labels: synthetic, human, stochastic, myopic, mistake, skip, equal."""
+    oracle: str | None = None
+    """Who labels: synthetic (default), human, stochastic, myopic, mistake, skip, equal."""
     labels: int | None = None
     """Label budget (default: the preset's)."""
     steps: int | None = None
-    """Env steps (default: the preset's)."""
-    seed: int = 0
-    """Seed of env, PPO, reward model and oracle."""
-    reward: str = "learned"
-    """`learned` (from preferences) or `true` (plain PPO baseline, same code path)."""
+    """Env steps (default: the preset's). With --resume, a larger value extends the run."""
+    seed: int | None = None
+    """Seed of env, PPO, reward model and oracle (default: 0)."""
+    reward: str | None = None
+    """`learned` (from preferences, default) or `true` (plain PPO baseline, same code path)."""
     run_dir: Path | None = None
-    """Run directory (default: runs/TASK-ORACLE-LABELS-sSEED)."""
+    """Run directory (default: runs/TASK-ORACLE-LABELS-sSEED, with -2, -3 ... when taken)."""
     resume: bool = False
-    """Continue an interrupted run from its last checkpoint, with its labels and config."""
+    """Continue an interrupted run in --run-dir from its last checkpoint, with its labels and config."""
     reward_model: Path | None = None
     """Train a fresh agent on this saved reward model, asking for no labels."""
     baseline: bool = False
     """Also run true-reward PPO (same steps and seed) into RUN_DIR/baseline and plot both."""
+    keep_frames: bool = False
+    """Render and keep RGB frames with the labeled clips, so people can judge them later in the viewer."""
     video: bool = True
     """Write an MP4 of the trained agent (RUN_DIR/videos/agent.mp4)."""
     eval_episodes: int = 5
@@ -57,36 +59,96 @@ class TrainCommand:
     """PPO rollouts between checkpoints (agent, reward model) for --resume."""
 
     def run(self) -> dict:
-        from prefrl.control.config import RunConfig, load_run_config
         from prefrl.control.envs import ensure_headless_rendering
-        from prefrl.control.tasks import load_task
         from prefrl.control.train import run_training
 
         ensure_headless_rendering()
-        if self.resume:
-            if self.run_dir is None:
-                raise PrefrlError("`--resume` needs `--run-dir` of the run to continue")
-            cfg = load_run_config(self.run_dir)
-        else:
-            if self.task is None:
-                raise PrefrlError("`--task` is required (see `prefrl tasks`)")
-            task = load_task(self.task)
-            if self.labels is not None:
-                task = task.with_overrides({"prefs": {"labels": self.labels}}, where=f"task `{task.name}` with --labels")
-            steps = self.steps if self.steps is not None else task.steps
-            run_dir = self.run_dir or Path("runs") / (
-                f"{task.name}-{self.oracle if self.reward == 'learned' else 'true'}-"
-                f"{task.prefs.labels if self.reward == 'learned' else 0}-s{self.seed}"
-            )
-            cfg = RunConfig(
-                task=task, run_dir=str(run_dir), oracle=self.oracle, steps=steps, seed=self.seed,
-                reward=self.reward, reward_model=str(self.reward_model) if self.reward_model else None,
-                eval_episodes=self.eval_episodes, video=self.video, baseline=self.baseline,
-                checkpoint_every=self.checkpoint_every,
-            )
+        cfg = self._resumed_config() if self.resume else self._new_config()
         summary = run_training(cfg, resume=self.resume)
         _print_summary(Path(cfg.run_dir), summary)
         return summary
+
+    def _new_config(self):
+        from prefrl.control.config import RunConfig
+        from prefrl.control.tasks import load_task
+
+        if self.task is None:
+            raise PrefrlError("`--task` is required (see `prefrl tasks`)")
+        task = load_task(self.task)
+        over: dict = {}
+        if self.labels is not None:
+            over["labels"] = self.labels
+        if self.keep_frames:
+            over["keep_frames"] = True
+        if over:
+            task = task.with_overrides({"prefs": over}, where=f"task `{task.name}` with the flags given")
+        oracle, seed, reward = self.oracle or "synthetic", self.seed if self.seed is not None else 0, self.reward or "learned"
+        steps = self.steps if self.steps is not None else task.steps
+        if self.run_dir is not None:
+            run_dir = self.run_dir
+        else:
+            stem = f"{task.name}-{oracle if reward == 'learned' else 'true'}-{task.prefs.labels if reward == 'learned' else 0}-s{seed}"
+            run_dir = _free_run_dir(Path("runs"), stem)
+        cfg = RunConfig(
+            task=task, run_dir=str(run_dir), oracle=oracle, steps=steps, seed=seed, reward=reward,
+            reward_model=str(self.reward_model) if self.reward_model else None,
+            eval_episodes=self.eval_episodes, video=self.video, baseline=self.baseline,
+            checkpoint_every=self.checkpoint_every,
+        )
+        if cfg.reward == "learned" and cfg.reward_model is None:
+            check_budget_fits(cfg)
+        return cfg
+
+    def _resumed_config(self):
+        """The run's own config; flags that would change it are refused (only --steps may grow)."""
+        from prefrl.control.config import load_run_config
+
+        if self.run_dir is None:
+            raise PrefrlError("`--resume` needs `--run-dir` of the run to continue")
+        cfg = load_run_config(self.run_dir)
+        given = {"task": self.task, "oracle": self.oracle, "labels": self.labels, "seed": self.seed,
+                 "reward": self.reward, "reward-model": self.reward_model}
+        recorded = {"task": None, "oracle": cfg.oracle, "labels": cfg.task.prefs.labels, "seed": cfg.seed,
+                    "reward": cfg.reward, "reward-model": cfg.reward_model}
+        changed = [k for k, v in given.items() if v is not None and (k == "task" or str(v) != str(recorded[k]))]
+        if changed:
+            flags = ", ".join(f"--{k} (run: {recorded[k]})" if k != "task" else "--task" for k in changed)
+            raise PrefrlError(f"{self.run_dir}: `--resume` continues the run as it was configured; these flags would "
+                              f"change it: {flags}. Start a new run instead (without --resume)")
+        if self.steps is not None:
+            if self.steps < cfg.steps:
+                raise PrefrlError(f"{self.run_dir}: --steps {self.steps} is fewer than the run's {cfg.steps}; "
+                                  "a resume can only extend a run")
+            if self.steps > cfg.steps:
+                cfg.steps = self.steps
+                cfg.dir.write_config(cfg.to_dict())
+                print(f"{cfg.run_dir}: extended to {cfg.steps} steps (the label schedule spreads the rest over them)")
+        return cfg
+
+
+def check_budget_fits(cfg) -> None:
+    """Refuse a label budget the run cannot feed: after the up-front labels, each label needs (on
+    average) a fresh clip of the agent's own experience, so labels <= initial + steps / clip length."""
+    from prefrl.control.config import clip_length
+
+    prefs = cfg.task.prefs
+    length = clip_length(cfg.task)
+    clips = cfg.steps // length
+    initial = int(round(prefs.labels * prefs.initial_share))
+    if prefs.labels - initial > clips:
+        need = (prefs.labels - initial) * length
+        raise PrefrlError(f"{prefs.labels} labels are more than {cfg.steps} env steps can feed: after the {initial} up-front "
+                          f"labels each label needs a fresh {length}-step clip on average; give `--steps {need}` or more, "
+                          f"or `--labels {initial + clips}` or fewer")
+
+
+def _free_run_dir(root: Path, stem: str) -> Path:
+    """runs/STEM, or runs/STEM-2, -3 ... when taken (each new run gets its own directory, as rl-zoo does)."""
+    path, k = root / stem, 1
+    while path.exists():
+        k += 1
+        path = root / f"{stem}-{k}"
+    return path
 
 
 @dataclass

@@ -255,7 +255,7 @@ class TextDPO:
     """Direct preference optimisation on preference JSONL (beta 0.1 by default)."""
 
     data: Positional[list[Path]]
-    """Preference JSONL files (TRL, Vertex or K-wise)."""
+    """Preference JSONL files (TRL, Vertex or K-wise) and/or preference store directories."""
     policy: Path
     """Model to train (usually the SFT model); also the reference unless --ref."""
     out: Path
@@ -324,7 +324,7 @@ class TextScore:
     reward_model: Path
     """Text reward model directory."""
     data: Path
-    """Preference JSONL (-> accuracy, margin) or SFT-style JSONL (-> scores)."""
+    """Preference JSONL or a store directory (-> accuracy, margin), or SFT-style JSONL (-> scores)."""
     out: Path | None = None
     """For SFT-style input: JSONL with a `reward` added to each line."""
 
@@ -334,12 +334,14 @@ class TextScore:
         from prefrl.text.pipeline import rm_accuracy
 
         rm = TextRewardModel.load(self.reward_model)
-        with open(self.data, encoding="utf-8") as f:
-            first = next((ln for ln in f if ln.strip()), "{}")
-        try:
-            is_pref = bool(detect_format(json.loads(first), str(self.data)))
-        except (PrefrlError, json.JSONDecodeError):
-            is_pref = False
+        is_pref = self.data.is_dir()  # a preference store
+        if not is_pref:
+            with open(self.data, encoding="utf-8") as f:
+                first = next((ln for ln in f if ln.strip()), "{}")
+            try:
+                is_pref = bool(detect_format(json.loads(first), str(self.data)))
+            except (PrefrlError, json.JSONDecodeError):
+                is_pref = False
         if is_pref:
             m = rm_accuracy(rm, read_preferences(self.data))
             _print(f"reward model on {self.data}", m)

@@ -219,6 +219,25 @@ def read_preferences(paths: Path | str | list[Path] | list[str]) -> TextPreferen
     return TextPreferences(b.prompts, b.completions, comps, {k: v for k, v in formats.items() if v})
 
 
+def write_preferences_to_store(
+    prefs: TextPreferences, store: PreferenceStore, source: str = "import", annotator: str | None = None
+) -> list[int]:
+    """Add a preference dataset to a store: its texts as text items, its judgments; returns the judgment ids.
+
+    K-wise rankings are refused: a ranking's C(K, 2) pairs are weighted 1/C(K, 2) together and
+    a stored judgment carries no weight, so rankings stay in JSONL files.
+    """
+    c = prefs.comparisons
+    if len(c) and (c.weight != 1.0).any():
+        raise PrefrlError(
+            f"{store.path}: the preferences hold K-wise rankings (pairs weighted 1/C(K,2)); a store holds unweighted "
+            "pairwise judgments only, so keep rankings in JSONL files"
+        )
+    ids = np.array(store.add_texts(prefs.prompts, prefs.completions), dtype=np.int64)
+    labels = np.array([float(str(v)) for v in c.label.tolist()] if c.label.dtype == np.float32 else c.label, np.float64)
+    return store.add_judgments(np.stack([ids[c.left], ids[c.right]], axis=1), labels, source=source, annotator=annotator)
+
+
 def read_sft(path: Path | str) -> list[SFTExample]:
     """Read an SFT file: ``{"prompt", "completion"}`` (or ``{"text"}``) per line."""
     path = Path(path)

@@ -1,18 +1,19 @@
 """The demo task end to end: "continue a review positively".
 
 SFT a tiny GPT-2 on the made review corpus; sample pairs of completions and label them
-with a text oracle (VADER by default, with a scripted teacher's noise); fit the reward
-model with the core trainer; then PPO (per-token KL to the SFT model) and DPO (same
-pairs) each try to raise the oracle's score while staying close to the SFT model.
+with a text oracle (VADER by default, with a scripted teacher's noise) into a preference
+store (``prefs/``, exported as ``prefs/train.jsonl``; the held-out pairs in ``test-prefs/``);
+fit the reward model with the core trainer; then PPO (per-token KL to the SFT model) and
+DPO (same pairs) each try to raise the oracle's score while staying close to the SFT model.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from prefrl.text.config import DPOConfig, PPOConfig, SampleConfig, SFTConfig, TinyGPTConfig
+from prefrl.core.rundir import RunDir
+from prefrl.text.config import DPOConfig, PPOConfig, SampleConfig, SFTConfig, TinyGPTConfig, text_reward_train
 
 
 def run_demo(
@@ -32,7 +33,6 @@ def run_demo(
     verbose: bool = True,
 ) -> dict:
     """Run every step under ``out``; returns (and writes ``summary.json``) the before/after figures."""
-    from prefrl.core.trainer import RewardTrainConfig
     from prefrl.text.corpus import make_prompts
     from prefrl.text.data import read_prompts
     from prefrl.text.lm import load_lm
@@ -55,14 +55,14 @@ def run_demo(
     oracle = oracle_args.build(seed)
     m_lab = label_samples(out / "sft", train_prompts[:pairs], out / "prefs" / "train.jsonl", oracle, "trl", 2, sample_cfg, seed)
     exact = TextOracle(oracle_args.oracle, "synthetic", on=oracle_args.on)  # held-out labels: the noiseless oracle
-    label_samples(out / "sft", make_prompts(test_pairs, seed + 99), out / "prefs" / "test.jsonl", exact, "trl", 2, sample_cfg, seed + 99)
+    test = out / "test-prefs" / "test.jsonl"  # a store of its own, so the train store holds train pairs only
+    label_samples(out / "sft", make_prompts(test_pairs, seed + 99), test, exact, "trl", 2, sample_cfg, seed + 99)
     timings["label_s"] = time.perf_counter() - t
     say(f"[demo] labeled {m_lab['label/lines']:.0f} pairs with `{oracle_args.oracle}` / `{oracle_args.teacher}`")
 
     t = time.perf_counter()
-    rcfg = reward_train or RewardTrainConfig(lr=3e-4, batch_size=32, epochs=10, patience=3, l2=1e-6, noise_eps=0.05, val_fraction=0.2)
-    _, m_rm = fit_reward([out / "prefs" / "train.jsonl"], out / "reward", out / "sft", rcfg, seed=seed,
-                         eval_data=[out / "prefs" / "test.jsonl"])
+    rcfg = reward_train or text_reward_train(lr=3e-4, val_fraction=0.2)
+    _, m_rm = fit_reward([out / "prefs"], out / "reward", out / "sft", rcfg, seed=seed, eval_data=[test])
     timings["reward_s"] = time.perf_counter() - t
     say(f"[demo] reward model: val accuracy {m_rm.get('reward/val/accuracy', float('nan')):.3f}, "
         f"test accuracy vs oracle {m_rm.get('reward/test/accuracy', float('nan')):.3f}")
@@ -89,7 +89,7 @@ def run_demo(
         evals[name], texts = evaluate_policy(lm, tok, eval_prompts, sample_cfg, seed + 3, watch, ref, rm)
         evals[name]["examples"] = [p + c for p, c in list(zip(eval_prompts, texts))[:3]]
     summary = {"sft": m_sft, "labels": m_lab, "reward": m_rm, "ppo": m_ppo, "dpo": m_dpo, "eval": evals, "timings": timings}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    RunDir(out).write_summary(summary)
     say(f"\n{'model':6s} {'oracle':>8s} {'positive':>9s} {'rm score':>9s} {'KL(ref)':>8s} {'distinct':>9s}")
     for name, e in evals.items():
         say(f"{name:6s} {e['eval/oracle_score']:8.3f} {e['eval/oracle_positive']:9.2f} {e['eval/rm_score']:9.2f} "

@@ -216,3 +216,59 @@ def test_clips_longer_than_episodes_are_refused(tmp_path: Path):
     with pytest.raises(PrefrlError, match="clips of 300 steps are longer than its 200-step episodes"):
         main(["train", "--task", str(preset), "--run-dir", str(tmp_path / "run"), "--steps", "512"])
     assert not (tmp_path / "run" / "config.json").exists()  # refused before anything was written
+
+
+# ---- first use: every flag and preset field is checked before anything runs ---------------------
+@pytest.mark.parametrize("flags, match", [
+    (["--labels", "-5"], "labels must be >= 0"),
+    (["--labels", "0"], "0 labels would train the agent on an untrained reward model"),
+    (["--seed", "-1"], "--seed` must be an integer >= 0"),
+    (["--steps", "0"], "--steps` must be an integer >= 1"),
+    (["--labels", "400", "--steps", "1024"], "400 labels are more than 1024 env steps can feed"),
+    (["--oracle", "synthetc"], "unknown oracle `synthetc`.*synthetic"),
+])
+def test_bad_flags_are_refused_before_anything_runs(tiny_preset: Path, tmp_path: Path, flags, match):
+    run = tmp_path / "run"
+    with pytest.raises(PrefrlError, match=match):
+        main(["train", "--task", str(tiny_preset), "--run-dir", str(run), *flags])
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("line, match", [
+    ("[env]\nn_envs = true", r"\[env\]: `n_envs` must be an integer, got True"),
+    ("[ppo]\nn_steps = \"512\"", r"\[ppo\]: `n_steps` must be an integer, got '512'"),
+    ("[prefs]\nlabels = 3.5", r"\[prefs\]: `labels` must be an integer, got 3.5"),
+    ("[prefs]\nmembers = 3", r"`members` belongs in \[reward_model\] now"),
+    ("[reward_model]\nhidden = [16, \"x\"]", r"`hidden` must be an integer, got 'x'"),
+    ("steps = -3", "`steps` must be an integer >= 1"),
+])
+def test_bad_preset_fields_are_refused_with_their_place(tmp_path: Path, line: str, match: str):
+    p = tmp_path / "bad.toml"
+    p.write_text(line + "\n")
+    with pytest.raises(PrefrlError, match=match):
+        load_task(str(p))
+
+
+def test_default_run_dirs_do_not_collide_and_resume_follows_a_moved_run(tiny_preset: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--task", str(tiny_preset), "--steps", "1024", "--labels", "20", "--eval-episodes", "0", "--no-video"]
+    main(args)
+    main(args)  # the same command twice: the second run gets its own directory
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert runs == ["tiny-synthetic-20-s0", "tiny-synthetic-20-s0-2"]
+
+    # an interrupted run (no summary.json), moved elsewhere, resumes where it now is
+    old = tmp_path / "runs" / "tiny-synthetic-20-s0-2"
+    (old / "summary.json").unlink()
+    moved = tmp_path / "moved"
+    old.rename(moved)
+    with pytest.raises(PrefrlError, match=r"--seed \(run: 0\)"):
+        main(["train", "--resume", "--run-dir", str(moved), "--seed", "3"])
+    with pytest.raises(PrefrlError, match="can only extend"):
+        main(["train", "--resume", "--run-dir", str(moved), "--steps", "512"])
+    s = main(["train", "--resume", "--run-dir", str(moved), "--steps", "1536"])
+    assert s["timesteps"] >= 1536 and (moved / "summary.json").exists()
+    assert not old.exists()  # the recorded path was not recreated
+    steps = [int(r.split(",")[0]) for r in (moved / "progress.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(set(steps))  # no row repeated by the resume

@@ -71,7 +71,7 @@ def test_skips_are_stored_but_never_trained_on(tmp_path):
         eng = _engine(store, budget=30)
         eng.oracle = TeacherOracle(store, make_oracle("skip", np.random.default_rng(0), eps_skip=1.0))
         clips = _pool(0)
-        clips.true_rew[:] = -abs(clips.true_rew)  # every return below eps x the mean: every pair is skipped
+        clips.true_rew[:] = -1.0  # all returns equal (spread 0): every pair is at the skip threshold
         eng.ask_initial(clips)
         assert store.count_judgments() == eng.schedule.initial
         assert store.count_judgments(include_skips=False) == 0

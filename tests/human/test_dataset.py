@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-pygame = pytest.importorskip("pygame")
+import pygame  # a core dependency: missing it must fail, not skip
 
 from prefrl.cli import main  # noqa: E402
 from prefrl.human.dataset import open_dataset_store  # noqa: E402

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
-pygame = pytest.importorskip("pygame")
+import pygame  # a core dependency: missing it must fail, not skip
 
 from prefrl.human.demo import make_demo_store, synthetic_clips  # noqa: E402
 from prefrl.human.frames import wait_until  # noqa: E402

@@ -158,7 +158,6 @@ main(sys.argv[2:])
 '''
 
 
-@pytest.mark.skipif(not (REPO / "prefrl" / "rl" / "commands.py").exists(), reason="prefrl train not built yet")
 def test_real_prefrl_train_with_human_oracle_and_viewer(tmp_path):
     run = tmp_path / "run"
     (tmp_path / "trainer.py").write_text(REAL_TRAINER)

@@ -249,7 +249,7 @@ def test_interrupted_local_sweep_resumes(finished, preset, tmp_path):
 def test_ray_backend_resumes_and_runs_new(finished, preset, tmp_path):
     """Local Ray started inside the test: a finished run is skipped, an interrupted one resumed,
     a new one run; a run that fails is reported without stopping the others."""
-    pytest.importorskip("ray")
+    import ray  # noqa: F401  (the dev extra installs it: missing it must fail, not skip)
     root = tmp_path / "sweep"
     shutil.copytree(finished, root)
     (root / "tiny--synthetic-20--s0" / "summary.json").unlink()  # interrupted after its last checkpoint

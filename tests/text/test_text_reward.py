@@ -59,7 +59,7 @@ def test_text_and_control_use_the_same_core_loss_object(ckpt, tmp_path, monkeypa
     from prefrl.core.nets import RewardModelConfig
     from prefrl.core.utils import input_spec_from_clips
 
-    control = RewardTrainer(RewardEnsemble(input_spec_from_clips(clips), RewardModelConfig(hidden=(8,)), 1), RewardTrainConfig(epochs=1))
+    control = RewardTrainer(RewardEnsemble(input_spec_from_clips(clips), RewardModelConfig(hidden=(8,), members=1)), RewardTrainConfig(epochs=1))
     assert type(text_trainer.loss) is type(control.loss) is PreferenceLoss
     shared = PreferenceLoss(noise_eps=0.1)
     assert RewardTrainer(rm.ensemble, RewardTrainConfig(epochs=1), loss=shared).loss is shared
