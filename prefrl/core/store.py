@@ -323,7 +323,7 @@ class PreferenceStore:
                 for p, c, r in zip(prompts, completions, rets):
                     cur = self._db.execute(
                         "INSERT INTO clips (length, true_return, has_frames, created, text) VALUES (1, ?, 0, ?, ?)",
-                        (r, now, json.dumps({"prompt": p, "completion": c}, ensure_ascii=False)),
+                        (r, now, json.dumps({"prompt": p, "completion": c})),  # ASCII: safe for any str
                     )
                     ids.append(int(cur.lastrowid))
                 self._db.execute("COMMIT")

@@ -2,7 +2,9 @@
 
 A completion is a one-step clip: the text reward model is a ``RewardEnsemble`` of
 ``transformer`` members (``prefrl.text.model``), fit by the core ``RewardTrainer`` with
-the core ``PreferenceLoss``. Around it: JSONL preference/SFT files (``data``), a
+the core ``PreferenceLoss``. Oracle-labeled pairs go through the core preference store as
+text items (``pipeline.label_samples``), which ``prefrl text reward`` reads like the JSONL
+files it exports. Around it: JSONL preference/SFT files (``data``), a
 procedurally generated review corpus and a tiny GPT-2 made from scratch (``corpus``,
 ``lm``), SFT (``sft``), text oracles (``oracles``), PPO with a per-token KL penalty
 (``ppo``) and DPO (``dpo``). Commands: ``prefrl text ...`` (``commands``).

@@ -77,3 +77,19 @@ def test_text_oracles_and_teacher_noise():
         TextOracle("vadr")
     with pytest.raises(PrefrlError, match="unknown oracle"):
         TextOracle("vader", teacher="perfect")
+
+
+def test_text_demo_at_toy_size_labels_through_stores_and_fits_from_one(tmp_path):
+    set_torch_threads(1)
+    out = tmp_path / "demo"
+    summary = main(["text", "demo", "--out", str(out), "--pairs", "12", "--test-pairs", "6", "--n-sft", "120", "--eval-prompts", "4",
+                    *TINY, *SAMPLE, "--sft.epochs", "1", "--reward.epochs", "1", "--ppo.steps", "1", "--ppo.batch-size", "4",
+                    "--ppo.minibatch-size", "2", "--dpo.epochs", "1", "--dpo.batch-size", "4"])
+    assert summary["reward"]["reward/comparisons"] == 12 and "reward/test/accuracy" in summary["reward"]
+    # train and held-out pairs live in stores of their own, each beside its JSONL export
+    for d, n in ((out / "prefs", 12), (out / "test-prefs", 6)):
+        assert (d / "prefs.sqlite").is_file() and len(read_preferences(d).comparisons) == n
+    assert read_preferences(out / "prefs").formats == {"store": 12}
+    assert json.loads((out / "summary.json").read_text())["labels"]["label/lines"] == 12
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["command"] == "TextDemo" and (cfg["reward"]["lr"], cfg["reward"]["val_fraction"]) == (3e-4, 0.2)
