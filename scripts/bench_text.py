@@ -211,9 +211,9 @@ def main() -> dict:
     R["labels"] = label_samples(out / "sft", train_prompts[: a.pairs], out / "prefs" / "train.jsonl", oracle, "trl", 2, sample_cfg, a.seed)
     from prefrl.text.corpus import make_prompts
 
-    label_samples(out / "sft", make_prompts(a.test_pairs, a.seed + 99), out / "prefs" / "test.jsonl", oracle, "trl", 2, sample_cfg, a.seed + 99)
+    label_samples(out / "sft", make_prompts(a.test_pairs, a.seed + 99), out / "test-prefs" / "test.jsonl", oracle, "trl", 2, sample_cfg, a.seed + 99)
     R["labels"]["wall_s"] = time.perf_counter() - t0
-    test = read_preferences(out / "prefs" / "test.jsonl")
+    test = read_preferences(out / "test-prefs" / "test.jsonl")
 
     _log("reward model (core RewardTrainer + PreferenceLoss)")
     rm_cfg = RewardTrainConfig(lr=3e-4, batch_size=32, epochs=10, patience=3, l2=1e-6, noise_eps=0.05, val_fraction=0.2)

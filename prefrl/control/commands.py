@@ -130,9 +130,11 @@ def check_budget_fits(cfg) -> None:
     """Refuse a label budget the run cannot feed: after the up-front labels, each label needs (on
     average) a fresh clip of the agent's own experience, so labels <= initial + steps / clip length."""
     from prefrl.control.config import clip_length
+    from prefrl.control.train import check_clips_fit
 
     prefs = cfg.task.prefs
     length = clip_length(cfg.task)
+    check_clips_fit(cfg.task, length)  # the plainer error first
     clips = cfg.steps // length
     initial = int(round(prefs.labels * prefs.initial_share))
     if prefs.labels - initial > clips:
