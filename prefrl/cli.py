@@ -84,19 +84,48 @@ class RewardScore:
 # ---- prefs ---------------------------------------------------------------------------------
 @dataclass
 class PrefsExport:
-    """Export a run's judgments as a preference dataset (clips.npz + comparisons.jsonl)."""
+    """Export a run's judgments as a preference dataset (clips.npz + comparisons.jsonl, or preferences.jsonl for text)."""
 
     run_dir: Path
-    """Run directory holding prefs.sqlite."""
+    """Run directory holding prefs.sqlite (read only: no write access needed)."""
     out: Path
-    """Output dataset directory."""
+    """Output dataset directory (new or empty, unless --force)."""
+    force: bool = False
+    """Replace the dataset files in an existing, non-empty --out."""
 
     def run(self) -> None:
-        from prefrl.core.store import PreferenceStore
+        from prefrl.core.store import STORE_FILE, PreferenceStore
 
-        with PreferenceStore(self.run_dir, create=False) as store:
-            n_clips, n_comps = store.export(self.out)
-        print(f"exported {n_comps} comparisons over {n_clips} clips -> {self.out}")
+        _check_export_target(self.out, self.force, STORE_FILE)
+        with PreferenceStore(self.run_dir, create=False, readonly=True) as store:
+            kind = store.judged_kind()
+            n_items, n_comps = store.export(self.out)
+        what = "text items" if kind == "texts" else "clips"
+        print(f"exported {n_comps} comparisons over {n_items} {what} -> {self.out}")
+
+
+def _check_export_target(out: Path, force: bool, store_file: str) -> None:
+    """Refuse to write over a file, or into a non-empty directory without ``force``."""
+    if out.is_symlink() and not out.exists():
+        raise PrefrlError(f"{out}: a broken symbolic link")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise PrefrlError(f"{out}: exists and is not a directory")
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError as e:
+        raise PrefrlError(f"{out}: cannot read the directory ({e.strerror or e})") from e
+    if not entries:
+        return
+    if not force:
+        shown = ", ".join(entries[:4]) + (", ..." if len(entries) > 4 else "")
+        raise PrefrlError(f"{out}: exists and is not empty ({shown}); pass --force to replace its dataset files")
+    if (out / "labels" / store_file).exists():
+        raise PrefrlError(
+            f"{out}: holds hand labels of the dataset there (labels/{store_file}); replacing the dataset under them "
+            "would pair them with other clips: export to another directory, or move labels/ away first"
+        )
 
 
 def _print_metrics(title: str, metrics: dict) -> None:
@@ -179,15 +208,31 @@ def main(argv: list[str] | None = None) -> object:
 
 
 def entry() -> None:
+    """Run ``main`` as the ``prefrl`` program: bad input is one ``prefrl: error: ...`` line and exit 2.
+
+    Beyond ``PrefrlError`` (what every loader and command raises), two kinds of failure the
+    machine rather than the code causes are printed the same way, naming the file: an
+    ``OSError`` (a full disk, no permission, a read-only file system) and an SQLite error.
+    """
+    import sqlite3
+
     try:
         main()
     except PrefrlError as e:
-        msg = " ".join(str(e).split("\n"))
-        print(f"prefrl: error: {msg}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(e))
+    except OSError as e:
+        where = f"{e.filename}: " if e.filename else ""
+        _fail(f"{where}{e.strerror or e}")
+    except sqlite3.Error as e:
+        _fail(f"preference store: {e}")
     except KeyboardInterrupt:
         print("prefrl: interrupted (everything judged so far is saved)", file=sys.stderr)
         sys.exit(130)
+
+
+def _fail(msg: str) -> None:
+    print(f"prefrl: error: {msg.replace(chr(13), ' ').replace(chr(10), ' ')}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from conftest import TINY_NET, TOY_SPEC, popen_python
 from prefrl.cli import main
 from prefrl.core.oracles import make_oracle
 from prefrl.core.dataset import load_dataset
-from prefrl.core.store import PreferenceStore
+from prefrl.core.store import STORE_FILE, TEXT_PREFERENCES_FILE, PreferenceStore
 from prefrl.core.ensemble import RewardEnsemble
 from prefrl.core.query import random_pairs
 from prefrl.core.toy import toy_clips, toy_dataset
@@ -93,7 +93,51 @@ def bad_input_cases(tmp: Path) -> dict[str, Case]:
 
     cases["export-without-store"] = Case(["prefs", "export", "--run-dir", str(tmp / "norun"), "--out", str(tmp / "x")],
                                          [f"{tmp / 'norun'}:", "not a prefrl run directory"])
+
+    # Bytes no loader may turn into a traceback (issue 16).
+    for name, line, expect in [
+        ("non-utf8", b'{"left": 0, "right": 1, "label": 1.0, "source": "\x80"}', "not UTF-8 text (byte 0x80"),
+        ("int-5000-digits", b'{"left": ' + b"1" * 5000 + b', "right": 1, "label": 1}', "not valid JSON (Exceeds the limit"),
+        ("nested-100000", b"[" * 100_000 + b"]" * 100_000, "not valid JSON (nested too deeply)"),
+    ]:
+        ds = write_dataset(tmp / name, lines=[ok])
+        (ds / "comparisons.jsonl").write_bytes(ok.encode() + b"\n" + line + b"\n")
+        cases[f"comparisons-{name}"] = Case(["reward", "fit", str(ds), "--out", str(tmp / "m.pt")],
+                                            [f"{ds / 'comparisons.jsonl'}:2:", expect])
+
+    run = store_run(tmp / "damaged")
+    data = bytearray((run / STORE_FILE).read_bytes())
+    data[2 * 4096 :] = np.random.default_rng(0).integers(0, 256, len(data) - 2 * 4096, dtype=np.uint8).tobytes()
+    (run / STORE_FILE).write_bytes(bytes(data))
+    cases["store-damaged-stats"] = Case(["prefs", "stats", "--run-dir", str(run)], [f"{run / STORE_FILE}:", "damaged"])
+    cases["store-damaged-export"] = Case(["prefs", "export", "--run-dir", str(run), "--out", str(tmp / "dx")],
+                                         [f"{run / STORE_FILE}:", "damaged"])
+    empty = tmp / "empty-store"
+    empty.mkdir()
+    (empty / STORE_FILE).write_bytes(b"")
+    for argv in (["prefs", "stats", "--run-dir", str(empty)], ["prefs", "export", "--run-dir", str(empty), "--out", str(tmp / "ex")],
+                 ["label", "--run-dir", str(empty)]):
+        cases[f"store-zero-bytes-{argv[0]}-{argv[1]}"] = Case(argv, [f"{empty / STORE_FILE}: an empty file (0 bytes)"])
+    good = store_run(tmp / "good-run")
+    (tmp / "a-file").write_text("x")
+    cases["export-out-is-a-file"] = Case(["prefs", "export", "--run-dir", str(good), "--out", str(tmp / "a-file")],
+                                         [f"{tmp / 'a-file'}: exists and is not a directory"])
+    cases["export-out-not-empty"] = Case(["prefs", "export", "--run-dir", str(good), "--out", str(tmp / "range")],
+                                         [f"{tmp / 'range'}: exists and is not empty", "--force"])
+    cases["run-dir-is-a-file"] = Case(["prefs", "export", "--run-dir", str(tmp / "a-file"), "--out", str(tmp / "ey")],
+                                      [f"{tmp / 'a-file'}: is a file, not a run directory"])
+    cases["stats-run-dir-is-a-file"] = Case(["prefs", "stats", "--run-dir", str(tmp / "a-file")],
+                                            [f"{tmp / 'a-file'}: no such run directory"])
     return cases
+
+
+def store_run(root: Path) -> Path:
+    """A run directory whose store holds 150 judgments over 20 toy clips."""
+    with PreferenceStore(root) as store:
+        ids = np.array(store.add_clips(toy_clips(20, seed=6), keep_frames=False))
+        pairs = random_pairs(20, 150, np.random.default_rng(0))
+        store.add_judgments(ids[pairs], np.ones(len(pairs)), source="synthetic")
+    return root
 
 
 _DRIVER = """
@@ -165,6 +209,18 @@ BAD_CASES = [
     "clips-not-npz",
     "export-without-store",
     "corrupt-model/standalone",
+    "comparisons-non-utf8",
+    "comparisons-int-5000-digits",
+    "comparisons-nested-100000",
+    "store-damaged-stats",
+    "store-damaged-export",
+    "store-zero-bytes-prefs-stats",
+    "store-zero-bytes-prefs-export",
+    "store-zero-bytes-label---run-dir",
+    "export-out-is-a-file",
+    "export-out-not-empty",
+    "run-dir-is-a-file",
+    "stats-run-dir-is-a-file",
 ]
 
 
@@ -239,3 +295,120 @@ def test_in_process_errors_are_prefrl_errors(tmp_path: Path) -> None:
         main(["prefs", "export", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out")])
     with pytest.raises(PrefrlError, match="unknown command `rewrd`.*did you mean `reward`"):
         main(["rewrd", "fit"])
+
+
+def test_prefs_export_refuses_a_non_empty_out_unless_forced(tmp_path: Path, capsys) -> None:
+    run = store_run(tmp_path / "run")
+    out = tmp_path / "ds"
+    out.mkdir()  # an empty directory is fine
+    main(["prefs", "export", "--run-dir", str(run), "--out", str(out)])
+    assert "exported 150 comparisons over 20 clips" in capsys.readouterr().out
+    first = (out / "comparisons.jsonl").read_bytes()
+    with pytest.raises(PrefrlError, match=r"ds: exists and is not empty \(clips.npz, comparisons.jsonl\); pass --force"):
+        main(["prefs", "export", "--run-dir", str(run), "--out", str(out)])
+    assert (out / "comparisons.jsonl").read_bytes() == first
+    with PreferenceStore(run, create=False) as store:
+        store.add_judgment(1, 2, 0.0, source="human", annotator="ann")
+    main(["prefs", "export", "--run-dir", str(run), "--out", str(out), "--force"])
+    assert len(load_dataset(out)[1]) == 151 and sorted(p.name for p in out.iterdir()) == ["clips.npz", "comparisons.jsonl"]
+    (out / "labels").mkdir()
+    (out / "labels" / STORE_FILE).write_bytes(b"hand labels of the old dataset")
+    with pytest.raises(PrefrlError, match="holds hand labels of the dataset there"):
+        main(["prefs", "export", "--run-dir", str(run), "--out", str(out), "--force"])
+
+
+def test_prefs_export_of_a_text_store_counts_text_items(tmp_path: Path, capsys) -> None:
+    with PreferenceStore(tmp_path / "run") as store:
+        ids = store.add_texts(["p", "p", "q", "q"], [" a", " b", " c", " d"])
+        store.add_judgments(np.array([[ids[0], ids[1]], [ids[2], ids[3]]]), np.array([1.0, 0.0]), source="synthetic")
+    main(["prefs", "export", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "ds")])
+    assert "exported 2 comparisons over 4 text items" in capsys.readouterr().out
+    assert len((tmp_path / "ds" / TEXT_PREFERENCES_FILE).read_text().splitlines()) == 2
+
+
+def test_prefs_stats_on_a_fresh_export_shows_the_datasets_labels(tmp_path: Path, capsys) -> None:
+    run = store_run(tmp_path / "run")
+    main(["prefs", "export", "--run-dir", str(run), "--out", str(tmp_path / "ds")])
+    capsys.readouterr()
+    stats = main(["prefs", "stats", "--dataset", str(tmp_path / "ds")])
+    out = capsys.readouterr().out
+    assert stats["annotators"]["synthetic"]["judgments"] == 150
+    assert "no hand labels yet" in out and "synthetic" in out and "no labels" not in out
+
+
+def _enospc(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["clips.npz", "comparisons.jsonl", "between the renames"])
+def test_a_full_disk_during_export_leaves_no_cut_file(tmp_path: Path, monkeypatch, where) -> None:
+    """ENOSPC injected while writing each file: the old dataset stays whole, temporary files go."""
+    run = store_run(tmp_path / "run")
+    out = tmp_path / "ds"
+    main(["prefs", "export", "--run-dir", str(run), "--out", str(out)])
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    with PreferenceStore(run, create=False) as store:
+        store.add_judgment(1, 2, 0.0, source="human")
+    import os as os_module
+
+    if where == "clips.npz":
+
+        def savez(file, **arrays):
+            file.write(b"PK\x03\x04 the first bytes of a clips file")
+            _enospc()
+
+        monkeypatch.setattr(np, "savez", savez)
+    elif where == "comparisons.jsonl":
+        real_fsync, calls = os_module.fsync, []
+
+        def fsync(fd):
+            calls.append(fd)
+            if len(calls) == 2:  # the .jsonl, after its lines were written
+                _enospc()
+            real_fsync(fd)
+
+        monkeypatch.setattr(os_module, "fsync", fsync)
+    else:
+        real_replace = os_module.replace
+
+        def replace(src, dst):
+            if str(dst).endswith("comparisons.jsonl"):
+                _enospc()
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os_module, "replace", replace)
+    with pytest.raises(PrefrlError, match=r"ds: could not write the dataset \(No space left on device\)"):
+        main(["prefs", "export", "--run-dir", str(run), "--out", str(out), "--force"])
+    monkeypatch.undo()
+    left = sorted(p.name for p in out.iterdir())
+    if where == "between the renames":  # never old comparisons over new clips: no comparisons at all
+        assert left == ["clips.npz"]
+        with pytest.raises(PrefrlError, match="comparisons.jsonl: missing"):
+            load_dataset(out)
+    else:
+        assert left == sorted(old) and {p.name: p.read_bytes() for p in out.iterdir()} == old
+        assert len(load_dataset(out)[1]) == 150
+
+
+def test_entry_prints_machine_faults_as_one_line(monkeypatch, capsys) -> None:
+    """A full disk or a locked store that reaches entry() unwrapped is still one line and exit 2."""
+    import errno
+    import sqlite3
+
+    import prefrl.cli as cli
+
+    for exc, expect in [
+        (OSError(errno.ENOSPC, "No space left on device", "/data/out/clips.npz"), "/data/out/clips.npz: No space left on device"),
+        (sqlite3.OperationalError("database is locked"), "preference store: database is locked"),
+        (PrefrlError("a\nb"), "a b"),
+    ]:
+        def boom(exc=exc):
+            raise exc
+
+        monkeypatch.setattr(cli, "main", boom)
+        with pytest.raises(SystemExit) as e:
+            cli.entry()
+        assert e.value.code == 2
+        assert capsys.readouterr().err == f"prefrl: error: {expect}\n"

@@ -27,7 +27,7 @@ class TasksCommand:
 
 @dataclass
 class TrainCommand:
-    """Train PPO on a reward learned from preferences (or on the true reward)."""
+    """Train PPO (or SAC: `--algo sac`, PEBBLE) on a reward learned from preferences (or on the true reward)."""
 
     task: str | None = None
     """Task preset name (see `prefrl tasks`) or path to a .toml preset. Required unless --resume."""
@@ -56,7 +56,9 @@ class TrainCommand:
     eval_episodes: int = 5
     """Episodes of the final evaluation (0 = none)."""
     checkpoint_every: int = 10
-    """PPO rollouts between checkpoints (agent, reward model) for --resume."""
+    """PPO rollouts (SAC: progress rows, [sac] log_every steps each) between checkpoints for --resume."""
+    algo: str | None = None
+    """Learner: `ppo` or `sac` (PEBBLE: SAC, unsupervised pre-training, relabeled replay buffer; [sac] settings). Default: the preset's (ppo)."""
 
     def run(self) -> dict:
         from prefrl.control.envs import ensure_headless_rendering
@@ -80,14 +82,19 @@ class TrainCommand:
             over["labels"] = self.labels
         if self.keep_frames:
             over["keep_frames"] = True
-        if over:
-            task = task.with_overrides({"prefs": over}, where=f"task `{task.name}` with the flags given")
+        top: dict = {"prefs": over} if over else {}
+        if self.algo is not None:  # issue 14
+            top["algo"] = self.algo
+        if top:
+            task = task.with_overrides(top, where=f"task `{task.name}` with the flags given")
         oracle, seed, reward = self.oracle or "synthetic", self.seed if self.seed is not None else 0, self.reward or "learned"
         steps = self.steps if self.steps is not None else task.steps
         if self.run_dir is not None:
             run_dir = self.run_dir
         else:
             stem = f"{task.name}-{oracle if reward == 'learned' else 'true'}-{task.prefs.labels if reward == 'learned' else 0}-s{seed}"
+            if task.algo == "sac" and not task.name.endswith("sac"):  # `--algo sac` on a PPO preset
+                stem = f"{task.name}-sac{stem[len(task.name):]}"
             run_dir = _free_run_dir(Path("runs"), stem)
         cfg = RunConfig(
             task=task, run_dir=str(run_dir), oracle=oracle, steps=steps, seed=seed, reward=reward,
@@ -107,9 +114,9 @@ class TrainCommand:
             raise PrefrlError("`--resume` needs `--run-dir` of the run to continue")
         cfg = load_run_config(self.run_dir)
         given = {"task": self.task, "oracle": self.oracle, "labels": self.labels, "seed": self.seed,
-                 "reward": self.reward, "reward-model": self.reward_model}
+                 "reward": self.reward, "reward-model": self.reward_model, "algo": self.algo}
         recorded = {"task": None, "oracle": cfg.oracle, "labels": cfg.task.prefs.labels, "seed": cfg.seed,
-                    "reward": cfg.reward, "reward-model": cfg.reward_model}
+                    "reward": cfg.reward, "reward-model": cfg.reward_model, "algo": cfg.task.algo}
         changed = [k for k, v in given.items() if v is not None and (k == "task" or str(v) != str(recorded[k]))]
         if changed:
             flags = ", ".join(f"--{k} (run: {recorded[k]})" if k != "task" else "--task" for k in changed)

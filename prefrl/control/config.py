@@ -42,6 +42,13 @@ class RunConfig:
         if self.reward == "learned" and self.reward_model is None and self.task.prefs.labels == 0:
             raise PrefrlError("a learned reward with 0 labels would train the agent on an untrained reward model; "
                               "give `--labels N` (N > 0), `--reward-model PATH`, or `--reward true`")
+        if self.task.algo == "sac" and self.reward == "learned" and self.reward_model is None:  # PEBBLE (issue 14)
+            sac = self.task.sac
+            t0 = sac.learning_starts + sac.unsupervised_steps
+            if self.steps <= t0:
+                raise PrefrlError(f"SAC asks its first labels after {sac.learning_starts} random and {sac.unsupervised_steps} "
+                                  f"pre-training steps ([sac] learning_starts + unsupervised_steps = {t0}); "
+                                  f"`--steps {self.steps}` ends before that: give more steps or shorten [sac]")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

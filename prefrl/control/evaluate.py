@@ -34,15 +34,24 @@ def evaluate_run(run_dir: str | Path, episodes: int = 5, video: bool = False, vi
     run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     rd = RunDir(run_dir)
-    ckpt = load_agent_checkpoint(rd.agent)
+    sac = cfg.task.algo == "sac"  # PEBBLE (issue 14): a SAC agent.pt
+    if sac:
+        from prefrl.control.sac import build_sac_for_eval, load_sac_checkpoint
+
+        ckpt = load_sac_checkpoint(rd.agent)
+    else:
+        ckpt = load_agent_checkpoint(rd.agent)
     env_cfg = dataclasses.replace(cfg.task.env, n_envs=1, render_size=max(cfg.task.env.render_size, 256))
     venv = make_vec_env(env_cfg, cfg.seed + 20_000, render=video)
     env = venv
     if ckpt["vecnorm"] is not None:
         env = VecNormalize(venv, norm_obs=cfg.task.env.normalize_obs, norm_reward=False, training=False)
         set_vecnorm_state(env, ckpt["vecnorm"])
-    model = build_ppo(cfg.task.ppo, env, cfg.seed)
-    model.policy.load_state_dict(ckpt["policy"])
+    if sac:
+        model = build_sac_for_eval(cfg.task.sac, env, cfg.seed, ckpt)
+    else:
+        model = build_ppo(cfg.task.ppo, env, cfg.seed)
+        model.policy.load_state_dict(ckpt["policy"])
     returns, frames = [], []
     obs = env.reset()
     max_steps = 100_000 * episodes  # guard: an env that never ends must not run (and buffer frames) forever

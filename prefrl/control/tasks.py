@@ -4,8 +4,8 @@ The presets ship inside the package (``prefrl/control/presets/NAME.toml``); a pa
 other .toml file works wherever a preset name does. A preset has the sections ``[env]``
 (``EnvConfig``), ``[ppo]`` (``PPOConfig``), ``[prefs]`` (the labeling engine's
 ``PrefsConfig``), ``[reward_model]`` (the core's ``RewardModelConfig``) and
-``[reward_train]`` (the core's ``RewardTrainConfig``), and top-level ``name``,
-``description``, ``steps``. Each section is the component's own config dataclass, used
+``[reward_train]`` (the core's ``RewardTrainConfig``), ``[sac]`` (``SACConfig``, used when
+top-level ``algo = "sac"``), and top-level ``name``, ``description``, ``steps``, ``algo``. Each section is the component's own config dataclass, used
 as it is by the CLI and sweeps. Every field has a default, so a preset only states what
 differs. Unknown keys are refused with the close matches, and every value is checked
 against its field's type before anything runs.
@@ -119,6 +119,85 @@ class PPOConfig:
             raise PrefrlError(f"[ppo] policy must be `MlpPolicy` or `CnnPolicy`, got {self.policy!r}")
 
 
+# ---- SAC / PEBBLE (issue 14) ---------------------------------------------------------------
+@dataclass
+class SACConfig:
+    """Stable-Baselines3 SAC and PEBBLE (Lee, Smith, Abbeel 2021) settings (preset ``[sac]``, ``algo = "sac"``).
+
+    The defaults are rl-zoo's SAC MuJoCo hyperparameters and PEBBLE's pre-training and feedback
+    cadence. Env steps run: ``learning_starts`` random actions, then ``unsupervised_steps`` of
+    SAC on a state-entropy reward (PEBBLE's unsupervised pre-training), then the up-front labels
+    on that experience, a refit, a relabeled replay buffer, and SAC on the learned reward with
+    the labeling engine called every ``feedback_every`` steps.
+    """
+
+    learning_starts: int = 10_000
+    """Random-action steps before SAC starts learning (rl-zoo MuJoCo: 10000; PEBBLE: 1000)."""
+    batch_size: int = 256
+    """Minibatch size."""
+    buffer_size: int = 1_000_000
+    """Replay buffer capacity (transitions)."""
+    learning_rate: float = 3e-4
+    """Adam learning rate of actor, critics and entropy temperature."""
+    tau: float = 0.005
+    """Polyak coefficient of the target critics."""
+    gamma: float = 0.99
+    """Discount."""
+    train_freq: int = 1
+    """Env steps between updates."""
+    gradient_steps: int = 1
+    """Gradient steps per update."""
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    """Hidden sizes of the actor and critic MLPs."""
+    ent_coef: str | float = "auto"
+    """Entropy temperature: `auto` (learned, SB3), `auto_INIT`, or a fixed number > 0."""
+    unsupervised_steps: int = 9_000
+    """Steps after `learning_starts` of unsupervised pre-training on the state-entropy reward
+    (PEBBLE: 9000 after 1000 random steps); 0 = none (the up-front labels come from the random steps)."""
+    entropy_k: int = 5
+    """k of the k-nearest-neighbour state-entropy estimate (PEBBLE: 5)."""
+    entropy_subsample: int = 10_000
+    """Buffer observations the kNN distances of each batch are computed against (a random subsample)."""
+    reset_critic: bool = True
+    """Re-initialise the critics after pre-training (PEBBLE: Q was fit to the intrinsic reward)."""
+    reset_updates: int = 100
+    """Gradient steps on the relabeled buffer right after the critic reset (PEBBLE: 100)."""
+    feedback_every: int = 5_000
+    """Env steps between calls of the labeling engine after pre-training (PEBBLE's feedback frequency)."""
+    log_every: int = 1_000
+    """Env steps between progress rows; a checkpoint every `checkpoint_every` rows."""
+    save_buffer: bool = True
+    """Checkpoint the replay buffer (replay.npz) so `--resume` continues with it; false: a resume restarts it empty."""
+
+    def __post_init__(self) -> None:
+        for name, low in (("learning_starts", 0), ("batch_size", 2), ("buffer_size", 1), ("train_freq", 1),
+                          ("gradient_steps", 1), ("unsupervised_steps", 0), ("entropy_k", 1),
+                          ("entropy_subsample", 2), ("reset_updates", 0), ("feedback_every", 1), ("log_every", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise PrefrlError(f"[sac] {name} must be an integer >= {low}, got {v!r}")
+        if not self.learning_rate > 0 or not 0 < self.tau <= 1 or not 0 < self.gamma <= 1:
+            raise PrefrlError("[sac] learning_rate must be > 0, tau and gamma in (0, 1]")
+        if any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.net_arch):
+            raise PrefrlError(f"[sac] net_arch must be a list of widths >= 1, got {self.net_arch!r}")
+        ok = isinstance(self.ent_coef, (int, float)) and not isinstance(self.ent_coef, bool) and self.ent_coef > 0
+        if isinstance(self.ent_coef, str):
+            head, _, init = self.ent_coef.partition("_")
+            try:
+                ok = head == "auto" and (not init or float(init) > 0)
+            except ValueError:
+                ok = False
+        if not ok:
+            raise PrefrlError(f"[sac] ent_coef must be `auto`, `auto_INIT` or a number > 0, got {self.ent_coef!r}")
+        for name in ("reset_critic", "save_buffer"):
+            if not isinstance(getattr(self, name), bool):
+                raise PrefrlError(f"[sac] {name} must be true or false, got {getattr(self, name)!r}")
+
+
+ALGOS = ("ppo", "sac")
+# ---- end SAC / PEBBLE ------------------------------------------------------------------------
+
+
 @dataclass
 class TaskConfig:
     """A task preset (prefrl/control/presets/NAME.toml, or any .toml file)."""
@@ -132,10 +211,15 @@ class TaskConfig:
     prefs: PrefsConfig = field(default_factory=PrefsConfig)
     reward_model: RewardModelConfig = field(default_factory=RewardModelConfig)
     reward_train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
+    algo: str = "ppo"
+    """Learner: `ppo` (Christiano et al. 2017) or `sac` (PEBBLE, Lee et al. 2021; settings in [sac])."""
+    sac: SACConfig = field(default_factory=SACConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise PrefrlError(f"`steps` must be an integer >= 1, got {self.steps!r}")
+        if self.algo not in ALGOS:
+            raise PrefrlError(f"`algo` must be one of {', '.join(ALGOS)}, got {self.algo!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -159,7 +243,8 @@ _MOVED = {
     ("reward_model", "batch_size"): "reward_train",
 }
 _SECTIONS = {"EnvConfig": EnvConfig, "PPOConfig": PPOConfig, "PrefsConfig": PrefsConfig,
-             "RewardModelConfig": RewardModelConfig, "RewardTrainConfig": RewardTrainConfig}
+             "RewardModelConfig": RewardModelConfig, "RewardTrainConfig": RewardTrainConfig,
+             "SACConfig": SACConfig}
 _FREE_DICTS = ("make_kwargs", "atari", "options")
 
 
@@ -246,7 +331,7 @@ def _build(cls: type, d: dict, where: str) -> object:
         return cls(**kwargs)
     except (PrefrlError, TypeError, ValueError) as e:
         msg = str(e)
-        for prefix in ("[env] ", "[prefs] ", "[ppo] "):
+        for prefix in ("[env] ", "[prefs] ", "[ppo] ", "[sac] "):
             msg = msg.removeprefix(prefix)
         raise PrefrlError(f"{where}: {msg}") from e
 
@@ -278,6 +363,7 @@ def load_task(name_or_path: str, presets_dir: Path = PRESETS_DIR) -> TaskConfig:
 
 
 def _read_toml(path: Path) -> dict:
+    """A preset file's TOML; every way it can be unreadable is a ``PrefrlError`` naming the file."""
     if not path.is_file():
         raise PrefrlError(f"{path}: no such preset file")
     try:
@@ -285,3 +371,12 @@ def _read_toml(path: Path) -> dict:
             return tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise PrefrlError(f"{path}: invalid TOML ({e})") from e
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1 if isinstance(e.object, bytes) else "?"
+        raise PrefrlError(f"{path}:{line}: not UTF-8 text (byte 0x{e.object[e.start]:02x}); TOML files are UTF-8") from e
+    except RecursionError as e:
+        raise PrefrlError(f"{path}: invalid TOML (nested too deeply)") from e
+    except ValueError as e:  # e.g. an integer beyond Python's int-string conversion limit
+        raise PrefrlError(f"{path}: invalid TOML ({str(e).split(';')[0]})") from e
+    except OSError as e:
+        raise PrefrlError(f"{path}: cannot read ({e.strerror or e})") from e

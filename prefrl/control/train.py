@@ -17,6 +17,7 @@ from prefrl.control.callbacks import PROGRESS_FIELDS, PreferenceCallback, Progre
 from prefrl.control.config import RunConfig, clip_length
 from prefrl.control.envs import env_dt, make_vec_env
 from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv
+from prefrl.control.sac import run_sac_arm
 from prefrl.control.tasks import TaskConfig
 from prefrl.core.engine import LabelingEngine
 from prefrl.core.ensemble import RewardEnsemble
@@ -131,6 +132,8 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     if resume and rd.status() == "finished":
         print(f"{rd.path}: run already finished")
         return rd.read_summary()
+    if task.algo == "sac":  # PEBBLE (issue 14): SAC's arm lives in control/sac.py; it gets the engine wiring
+        return run_sac_arm(cfg, rd, resume, rng, _open_engine)
 
     venv = make_vec_env(task.env, cfg.seed, render=cfg.keep_frames and learned)
     collector = ClipCollector(venv.num_envs, length, task.prefs.pool_size, cfg.keep_frames,

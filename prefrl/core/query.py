@@ -4,6 +4,9 @@
 - ``disagreement``: draw a candidate pool ``pool_factor`` times larger than the number
   of queries, score each pair by the variance across ensemble members of
   P(left preferred), keep the top ones (Christiano et al. 2017, section 2.2.4).
+- ``entropy``: the same candidate pool, scored by the entropy of the predicted preference
+  P(left preferred), averaged over members (PEBBLE, Lee et al. 2021: entropy sampling, the
+  pairs nearest the model's decision boundary). Works with a single model too.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 from prefrl.core.ensemble import ArrayBatch, RewardEnsemble
 from prefrl.core.types import PrefrlError
 
-SELECTORS = ("random", "disagreement")
+SELECTORS = ("random", "disagreement", "entropy")
 
 
 def random_pairs(n_clips: int, n_pairs: int, rng: np.random.Generator, exclude: set[tuple[int, int]] | None = None) -> np.ndarray:
@@ -42,17 +45,31 @@ def random_pairs(n_clips: int, n_pairs: int, rng: np.random.Generator, exclude: 
     return np.array(out, dtype=np.int64).reshape(-1, 2)
 
 
-def disagreement(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray) -> np.ndarray:
-    """(P,) variance across members of P(left preferred) for each pair."""
+def preference_probs(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray) -> np.ndarray:
+    """(P, M) each member's Bradley-Terry P(left preferred) for each pair (raw, unnormalised returns)."""
     used = np.unique(pairs)
     pos = np.full(int(used.max()) + 1, -1)
     pos[used] = np.arange(len(used))
     rets = ensemble.predict_clip_returns({k: v[used] for k, v in inputs.items()}, normalised=False)  # (U, M)
     rl, rr = rets[pos[pairs[:, 0]]], rets[pos[pairs[:, 1]]]  # (P, M)
-    p = torch.sigmoid(torch.as_tensor(rl - rr)).numpy()
+    return torch.sigmoid(torch.as_tensor(rl - rr)).numpy()
+
+
+def disagreement(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray) -> np.ndarray:
+    """(P,) variance across members of P(left preferred) for each pair."""
+    p = preference_probs(ensemble, inputs, pairs)
     if p.shape[1] < 2:
         return np.zeros(len(pairs))
     return p.var(axis=1)
+
+
+def preference_entropy(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray) -> np.ndarray:
+    """(P,) entropy (nats, at most log 2) of each member's P(left preferred), averaged over members (PEBBLE)."""
+    p = np.clip(preference_probs(ensemble, inputs, pairs).astype(np.float64), 1e-12, 1 - 1e-12)
+    return (-(p * np.log(p) + (1 - p) * np.log1p(-p))).mean(axis=1)
+
+
+SCORERS = {"disagreement": disagreement, "entropy": preference_entropy}
 
 
 def select_pairs(
@@ -67,11 +84,11 @@ def select_pairs(
     """Choose pairs to label.
 
     Args:
-        method: ``random`` or ``disagreement``.
+        method: ``random``, ``disagreement`` or ``entropy``.
         n_pairs: number of queries wanted.
         inputs: clip arrays (leading N) the ensemble reads.
         rng: randomness source.
-        ensemble: needed for ``disagreement``.
+        ensemble: needed for ``disagreement`` (2+ members) and ``entropy`` (any); without it, random pairs.
         pool_factor: candidate pool size as a multiple of ``n_pairs``.
         exclude: unordered pairs (i, j), i < j, already asked.
 
@@ -81,12 +98,12 @@ def select_pairs(
     if method not in SELECTORS:
         raise PrefrlError(f"unknown query selection `{method}` (known: {', '.join(SELECTORS)})")
     n_clips = len(next(iter(inputs.values())))
-    if method == "random" or ensemble is None or ensemble.n_members < 2:
+    if method == "random" or ensemble is None or (method == "disagreement" and ensemble.n_members < 2):
         pairs = random_pairs(n_clips, n_pairs, rng, exclude)
         return pairs, np.zeros(len(pairs))
     pool = random_pairs(n_clips, n_pairs * pool_factor, rng, exclude)
     if len(pool) == 0:
         return pool, np.zeros(0)
-    scores = disagreement(ensemble, inputs, pool)
+    scores = SCORERS[method](ensemble, inputs, pool)
     top = np.argsort(-scores, kind="stable")[:n_pairs]
     return pool[top], scores[top]

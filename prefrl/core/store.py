@@ -27,22 +27,38 @@ Tables:
   ``label`` is P(left preferred); NULL is a skip ("can't tell": recorded, never trained on).
   Ids are AUTOINCREMENT: an undone (deleted) judgment's id is never reused, so a reader
   polling ``judgments(since_id)`` never misses a later one.
-- ``claims(query_id, annotator, time)``: which annotator's viewer holds a pending query, so
-  two people labelling one run are not shown the same pair (claims lapse after a TTL).
+- ``claims(query_id, annotator, time, viewer)``: which viewer session holds a pending query,
+  so no two viewers (two people, or one person in two windows) are shown the same pair. A
+  live viewer refreshes its claims every few seconds (``refresh_claims``); a claim not
+  refreshed for ``CLAIM_TTL_S`` lapses, so a killed viewer's pairs come back within it.
 
-Schema versions: 1 had no ``text`` column; a version-1 store is migrated in place when opened
-(``ALTER TABLE clips ADD COLUMN text``), keeping all its data.
+Schema versions: 1 had no ``text`` column; 2 no ``claims.viewer`` and none of the indexes
+the labelling queries use. An older store is migrated in place when opened for writing,
+keeping all its data; a version-2 store is readable as it is (``readonly=True``).
+
+Opening never creates a store over an existing file: a missing ``prefs.sqlite`` is created
+(built under a temporary name and linked into place, so no process ever sees a half-made
+store); an empty file or an SQLite file without prefrl's schema is refused. Opened with
+``readonly=True`` the store needs no write access (SQLite ``mode=ro``, ``query_only``).
+Every SQLite failure (a damaged page, a full disk, a read-only file, a lock held too long)
+surfaces as a ``PrefrlError`` naming the store and the cause.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import os
+import reprlib
 import sqlite3
+import stat
 import threading
 import time
-from collections.abc import Iterable
+import urllib.parse
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,19 +67,58 @@ import numpy as np
 from prefrl.core.dataset import write_dataset
 from prefrl.core.types import Clips, Comparisons, PrefrlError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSION = 2
+"""The oldest schema a read-only open reads as it is (older ones need one writable open first)."""
 STORE_FILE = "prefs.sqlite"
 TEXT_PREFERENCES_FILE = "preferences.jsonl"
 """What ``export`` writes for a store of text items: TRL lines (see ``trl_record``)."""
+CLAIM_TTL_S = 30.0
+"""A claim not refreshed for this long lapses (its viewer was killed or is frozen)."""
+CLAIM_HEARTBEAT_S = 5.0
+"""How often a live viewer refreshes its claims (well inside ``CLAIM_TTL_S``)."""
+STALE_STAGED_S = 3600.0
+"""Staged clip files (``clips/.staged-*``) older than this are a crash's leftovers, removed on open."""
+
+_TALLY_INSERT_TRIGGER = """CREATE TRIGGER tally_insert AFTER INSERT ON comparisons WHEN NEW.annotator IS NOT NULL BEGIN
+    INSERT OR IGNORE INTO tallies VALUES (NEW.annotator, 0, 0);
+    UPDATE tallies SET judgments = judgments + 1, queries = queries + (NEW.query_id IS NOT NULL AND NOT EXISTS
+        (SELECT 1 FROM comparisons c WHERE c.annotator = NEW.annotator AND c.query_id = NEW.query_id AND c.id != NEW.id))
+    WHERE annotator = NEW.annotator;
+END"""
+_TALLY_DELETE_TRIGGER = """CREATE TRIGGER tally_delete AFTER DELETE ON comparisons WHEN OLD.annotator IS NOT NULL BEGIN
+    UPDATE tallies SET judgments = judgments - 1, queries = queries - (OLD.query_id IS NOT NULL AND NOT EXISTS
+        (SELECT 1 FROM comparisons c WHERE c.annotator = OLD.annotator AND c.query_id = OLD.query_id))
+    WHERE annotator = OLD.annotator;
+END"""
+"""``tallies(annotator, judgments, queries)``: each annotator's judgments and distinct judged queries, kept by
+these triggers (comparisons rows are only ever inserted and deleted), so the viewer's counts after every key
+cost an index lookup instead of a scan of the annotator's judgments."""
 
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE clips ADD COLUMN text TEXT",),
+    2: (
+        "DROP TABLE claims",  # claims are transient (a viewer holds them for seconds): remade with a viewer column
+        "CREATE TABLE claims (query_id INTEGER NOT NULL REFERENCES queries(id), annotator TEXT NOT NULL,"
+        " time REAL NOT NULL, viewer TEXT, PRIMARY KEY (query_id, annotator))",
+        "CREATE INDEX claims_viewer ON claims(viewer)",
+        "DROP INDEX IF EXISTS queries_status",
+        "CREATE INDEX queries_status ON queries(status, score DESC)",
+        "CREATE INDEX queries_score ON queries(score DESC)",
+        "CREATE INDEX comparisons_annotator_query ON comparisons(annotator, query_id)",
+        "CREATE INDEX comparisons_annotator ON comparisons(annotator)",
+        "CREATE TABLE tallies (annotator TEXT PRIMARY KEY, judgments INTEGER NOT NULL, queries INTEGER NOT NULL)",
+        "INSERT INTO tallies SELECT annotator, COUNT(*), COUNT(DISTINCT query_id) FROM comparisons"
+        " WHERE annotator IS NOT NULL GROUP BY annotator",
+        _TALLY_INSERT_TRIGGER,
+        _TALLY_DELETE_TRIGGER,
+    ),
 }
 """SQL that takes a store from version v to v + 1."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS clips (
+_SCHEMA_TEMPLATE = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE clips (
     id INTEGER PRIMARY KEY,
     length INTEGER NOT NULL,
     true_return REAL,
@@ -71,7 +126,7 @@ CREATE TABLE IF NOT EXISTS clips (
     created REAL NOT NULL,
     text TEXT
 );
-CREATE TABLE IF NOT EXISTS queries (
+CREATE TABLE queries (
     id INTEGER PRIMARY KEY,
     left INTEGER NOT NULL REFERENCES clips(id),
     right INTEGER NOT NULL REFERENCES clips(id),
@@ -79,8 +134,9 @@ CREATE TABLE IF NOT EXISTS queries (
     created REAL NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending'
 );
-CREATE INDEX IF NOT EXISTS queries_status ON queries(status, score);
-CREATE TABLE IF NOT EXISTS comparisons (
+CREATE INDEX queries_status ON queries(status, score DESC);
+CREATE INDEX queries_score ON queries(score DESC);
+CREATE TABLE comparisons (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     left INTEGER NOT NULL REFERENCES clips(id),
     right INTEGER NOT NULL REFERENCES clips(id),
@@ -91,12 +147,31 @@ CREATE TABLE IF NOT EXISTS comparisons (
     response_s REAL,
     query_id INTEGER REFERENCES queries(id)
 );
-CREATE TABLE IF NOT EXISTS claims (
-    query_id INTEGER PRIMARY KEY REFERENCES queries(id),
+CREATE INDEX comparisons_annotator_query ON comparisons(annotator, query_id);
+CREATE INDEX comparisons_annotator ON comparisons(annotator);
+CREATE TABLE claims (
+    query_id INTEGER NOT NULL REFERENCES queries(id),
     annotator TEXT NOT NULL,
-    time REAL NOT NULL
+    time REAL NOT NULL,
+    viewer TEXT,
+    PRIMARY KEY (query_id, annotator)
 );
+CREATE INDEX claims_viewer ON claims(viewer);
+CREATE TABLE tallies (annotator TEXT PRIMARY KEY, judgments INTEGER NOT NULL, queries INTEGER NOT NULL);
+{insert_trigger};
+{delete_trigger};
 """
+
+_SCHEMA = _SCHEMA_TEMPLATE.format(insert_trigger=_TALLY_INSERT_TRIGGER, delete_trigger=_TALLY_DELETE_TRIGGER)
+
+_DB_ERRORS = (sqlite3.Error, UnicodeDecodeError)
+"""What a damaged store can raise from any SQLite call (a message or a text value that is not UTF-8 included)."""
+
+_JUDGMENT_COLUMNS = "id, left, right, label, source, annotator, time, response_s, query_id"
+
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 40
+_short.maxlevel = 2
 
 
 @dataclass(frozen=True)
@@ -124,13 +199,41 @@ class Query:
     score: float
 
 
+def _guarded(fn):
+    """Turn an SQLite failure inside a store method into a ``PrefrlError`` naming the store and the cause."""
+
+    @functools.wraps(fn)
+    def wrapper(self: PreferenceStore, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except _DB_ERRORS as e:
+            raise self._sqlite_error(e, fn.__name__.lstrip("_")) from e
+
+    return wrapper
+
+
 class PreferenceStore:
     """Items (clips or texts), pending queries and judgments of one run, safe across processes.
 
     Args:
         root: the directory holding ``prefs.sqlite`` and ``clips/`` (created if missing
             and ``create`` is true; ``clips/`` only once a clip is stored).
-        create: create a new store when none exists; otherwise raise.
+        create: create a new store when no ``prefs.sqlite`` exists; otherwise raise. An
+            existing file is never overwritten: an empty one, or one without prefrl's
+            schema, is an error either way.
+        readonly: only read (stats, export, training data): the store is opened with
+            SQLite's ``mode=ro`` and ``query_only``, nothing is created, migrated or
+            cleaned, and the directory need not be writable. Implies ``create=False``.
+
+    Attributes:
+        session: this object's id. Claims are held by viewer sessions (``claim_queries``):
+            by default this id and the annotator's name; a viewer window passes its own id.
+            Every other session's live claims (another person, or the same person in a
+            second window) keep their pairs away from it.
+
+    Raises:
+        PrefrlError: no store (and ``create`` false), an empty or foreign file, a damaged
+            or unreadable database, or a schema from a newer prefrl.
 
     Example:
         >>> store = PreferenceStore(tmp_path)                               # doctest: +SKIP
@@ -138,35 +241,141 @@ class PreferenceStore:
         >>> store.add_judgment(ids[0], ids[1], 1.0, source="synthetic")     # doctest: +SKIP
     """
 
-    def __init__(self, root: str | Path, create: bool = True):
+    def __init__(self, root: str | Path, create: bool = True, readonly: bool = False):
         self.root = Path(root)
         self.path = self.root / STORE_FILE
-        if not self.path.exists() and not create:
-            raise PrefrlError(f"{self.root}: not a prefrl run directory (no {STORE_FILE})")
         self.clip_dir = self.root / "clips"
+        self.readonly = readonly
+        self.session = uuid.uuid4().hex
+        self._lock = threading.RLock()
+        self._cache: dict[int, Clips] = {}
+        if not self._existing_file(create and not readonly):
+            self._create()
+        self._db = self._connect()
+        try:
+            self._check_schema()
+        except BaseException:
+            self._db.close()
+            raise
+        try:
+            self._tallies = self._db.execute("SELECT 1 FROM sqlite_master WHERE name='tallies'").fetchone() is not None
+        except _DB_ERRORS as e:
+            self._db.close()
+            raise PrefrlError(f"{self.path}: not a readable preference store ({_cause(e)})") from e
+        if not readonly:
+            self._remove_stale_staged()
+
+    # ---- opening -----------------------------------------------------------------------
+    def _existing_file(self, create: bool) -> bool:
+        """Whether ``prefs.sqlite`` exists (and is a non-empty file); raises when it may not be created."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            if not self.root.exists():
+                if create:
+                    return False
+                raise PrefrlError(f"{self.root}: not a prefrl run directory (no such directory)") from None
+            if not self.root.is_dir():
+                raise PrefrlError(f"{self.root}: is a file, not a run directory (a directory holding {STORE_FILE})") from None
+            if create:
+                return False
+            raise PrefrlError(f"{self.root}: not a prefrl run directory (no {STORE_FILE})") from None
+        except NotADirectoryError:
+            what = "is a file" if self.root.is_file() else "lies under a file"
+            raise PrefrlError(f"{self.root}: {what}, not a run directory (a directory holding {STORE_FILE})") from None
+        except OSError as e:
+            raise PrefrlError(f"{self.path}: cannot read the store ({e.strerror or e})") from e
+        if not stat.S_ISREG(st.st_mode):
+            raise PrefrlError(f"{self.path}: not a file")
+        if st.st_size == 0:
+            raise PrefrlError(
+                f"{self.path}: an empty file (0 bytes), not a preference store; restore it from a backup, "
+                "or delete it to start a new store"
+            )
+        return True
+
+    def _create(self) -> None:
+        """Build a new store under a temporary name and link it into place (never over an existing file)."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise PrefrlError(f"{self.root}: cannot create the store directory ({e.strerror or e})") from e
-        self._lock = threading.RLock()
+        tmp = self.root / f".{STORE_FILE}.{uuid.uuid4().hex}.tmp"
         try:
-            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.executescript(f"BEGIN; {_SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;")
+            finally:
+                db.close()  # checkpoints: the file alone is the whole store
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass  # another process created the store first: open theirs
+            except OSError:  # no hard links on this file system
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        except (OSError, *_DB_ERRORS) as e:
+            raise PrefrlError(f"{self.path}: cannot create the store ({_cause(e)})") from e
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        if not self._existing_file(create=False):  # pragma: no cover - _existing_file raises instead
+            raise PrefrlError(f"{self.path}: could not be created")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if self.readonly:
+                uri = "file:" + urllib.parse.quote(str(self.path.absolute()))
+                db = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=60.0, isolation_level=None, check_same_thread=False)
+                try:
+                    db.execute("PRAGMA query_only=1")
+                    db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError as e:
+                    if "unable to open" not in str(e):
+                        raise
+                    # A WAL store in a directory this user cannot write, closed cleanly: SQLite cannot
+                    # make its shared-memory file; nobody can be writing it without one, so read it as
+                    # immutable.
+                    db.close()
+                    db = sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+                    db.execute("PRAGMA query_only=1")
+                return db
+            db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA synchronous=FULL")
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # stores are made in WAL mode
+                db.execute("PRAGMA journal_mode=WAL")
+            return db
+        except _DB_ERRORS as e:
+            raise PrefrlError(f"{self.path}: not a readable preference store ({_cause(e)})") from e
+
+    def _check_schema(self) -> None:
+        try:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif _version(row[0], self.path) < SCHEMA_VERSION:
-                self._migrate()
-        except sqlite3.DatabaseError as e:
-            raise PrefrlError(f"{self.path}: not a readable preference store ({e})") from e
-        if row is not None and _version(row[0], self.path) > SCHEMA_VERSION:
-            self._db.close()
+        except _DB_ERRORS as e:
+            if "no such table" in str(e):
+                raise PrefrlError(
+                    f"{self.path}: not a prefrl preference store (an SQLite database without prefrl's tables)"
+                ) from e
+            raise PrefrlError(f"{self.path}: not a readable preference store ({_cause(e)})") from e
+        if row is None:
+            raise PrefrlError(f"{self.path}: not a prefrl preference store (its meta table has no schema_version)")
+        v = _version(row[0], self.path)
+        if v > SCHEMA_VERSION:
             raise PrefrlError(
-                f"{self.path}: store schema version {row[0]} was written by a newer prefrl; this one reads up to {SCHEMA_VERSION}"
+                f"{self.path}: store schema version {v} was written by a newer prefrl; this one reads up to {SCHEMA_VERSION}"
             )
-        self._cache: dict[int, Clips] = {}
+        if v < 1:
+            raise PrefrlError(f"{self.path}: unreadable store schema version {_short.repr(row[0])}")
+        if v < SCHEMA_VERSION:
+            if not self.readonly:
+                self._migrate()
+            elif v < READABLE_SCHEMA_VERSION:
+                raise PrefrlError(
+                    f"{self.path}: store schema version {v} is too old to read without upgrading it; open it once "
+                    "with write access (e.g. `prefrl label` or `prefrl train --resume`) to migrate it in place"
+                )
 
     def _migrate(self) -> None:
         """Bring an older store up to ``SCHEMA_VERSION`` in place, in one transaction.
@@ -176,25 +385,71 @@ class PreferenceStore:
         """
         v0 = "older"
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            v0 = v = _version(self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0], self.path)
-            while v < SCHEMA_VERSION:
-                for sql in _MIGRATIONS[v]:
-                    self._db.execute(sql)
-                v += 1
-            self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(v),))
-            self._db.execute("COMMIT")
-        except sqlite3.DatabaseError as e:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise PrefrlError(f"{self.path}: cannot migrate the store from schema version {v0} to {SCHEMA_VERSION} ({e})") from e
-        except BaseException:
-            if self._db.in_transaction:
-                self._db.execute("ROLLBACK")
-            raise
+            with self._tx():
+                v0 = v = _version(self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0], self.path)
+                while v < SCHEMA_VERSION:
+                    for sql in _MIGRATIONS[v]:
+                        self._db.execute(sql)
+                    v += 1
+                self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(v),))
+        except _DB_ERRORS as e:
+            raise PrefrlError(
+                f"{self.path}: cannot migrate the store from schema version {v0} to {SCHEMA_VERSION} ({_cause(e)})"
+            ) from e
+
+    def _remove_stale_staged(self) -> None:
+        """Delete staged clip files a crashed writer left (older than ``STALE_STAGED_S``; a live one renames its own in seconds)."""
+        cutoff = time.time() - STALE_STAGED_S
+        try:
+            leftovers = list(self.clip_dir.glob(".staged-*")) + list(self.root.glob(f".{STORE_FILE}.*.tmp*"))
+            for f in leftovers:
+                with contextlib.suppress(OSError):
+                    if f.stat().st_mtime < cutoff:
+                        f.unlink()
+        except OSError:  # cleaning is a courtesy: never fail an open over it
+            pass
+        with contextlib.suppress(*_DB_ERRORS):  # claims of viewers killed long ago (their queries were judged since)
+            self._db.execute("DELETE FROM claims WHERE time < ?", (cutoff,))
+
+    def _sqlite_error(self, e: Exception, doing: str) -> PrefrlError:
+        return PrefrlError(f"{self.path}: {_cause(e)} (in {doing})")
+
+    @contextlib.contextmanager
+    def _tx(self, durable: bool = True) -> Iterator[None]:
+        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``) under the object's lock.
+
+        On an error it rolls back only while a transaction is still open: SQLite rolls back by
+        itself on a full disk, and a second ROLLBACK would hide the real cause behind "cannot
+        rollback - no transaction is active".
+
+        Args:
+            durable: wait for the disk at the commit (``synchronous=FULL``). False for claims,
+                which are transient: their commit skips the fsync (a process crash keeps them, a
+                power cut may forget one; the next durable commit syncs them anyway).
+        """
+        with self._lock:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        with contextlib.suppress(*_DB_ERRORS):
+                            self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     @property
     def schema_version(self) -> int:
+        return self._schema_version()
+
+    @_guarded
+    def _schema_version(self) -> int:
         return _version(self._exec("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0], self.path)
 
     def close(self) -> None:
@@ -212,65 +467,89 @@ class PreferenceStore:
             return self._db.execute(sql, args)
 
     # ---- meta --------------------------------------------------------------------------
+    @_guarded
     def set_meta(self, key: str, value: object) -> None:
         self._exec("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
+    @_guarded
     def get_meta(self, key: str, default: object = None) -> object:
         row = self._exec("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        if row is None:
+            return default
+        try:
+            return json.loads(row[0])
+        except (TypeError, ValueError, RecursionError) as e:
+            raise PrefrlError(f"{self.path}: meta `{key}` is unreadable ({_short.repr(row[0])}): the store is damaged") from e
 
     # ---- clips -------------------------------------------------------------------------
     def _clip_path(self, clip_id: int, frames: bool = False) -> Path:
         return self.clip_dir / (f"{clip_id:07d}.frames.npz" if frames else f"{clip_id:07d}.npz")
 
+    def _writable(self) -> None:
+        if self.readonly:
+            raise PrefrlError(f"{self.path}: opened read-only")
+
+    @_guarded
     def add_clips(self, clips: Clips, keep_frames: bool = True) -> list[int]:
         """Store clips (arrays on disk, a row each) in one transaction; returns their ids.
 
         The arrays are written to temporary files first, outside the database lock;
         inside the transaction each row is inserted and its files renamed into place
         (a rename is instant), so a labeler's judgment never waits for clip I/O. The
-        rows become visible only after every file is in place; a crash midway leaves
-        only orphan temporary files.
+        rows become visible only after every file is in place; a failure midway (a full
+        disk) removes the staged files, and a crash leaves only staged files, removed by
+        the next writer that opens the store once they are an hour old.
         """
+        self._writable()
         rets = clips.true_returns() if clips.true_rew is not None else [None] * len(clips)
         has_frames = keep_frames and clips.frames is not None
-        self.clip_dir.mkdir(parents=True, exist_ok=True)
-        staged = []
-        for k in range(len(clips)):
-            arrays = {"obs": clips.obs[k], "acts": clips.acts[k]}
-            if clips.true_rew is not None:
-                arrays["true_rew"] = clips.true_rew[k]
-            files = [_stage_savez(self.clip_dir, arrays)]
-            if has_frames:
-                files.append(_stage_savez(self.clip_dir, {"frames": clips.frames[k]}))
-            staged.append(files)
-        ids = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+        staged: list[list[Path]] = []
+        try:
+            self.clip_dir.mkdir(parents=True, exist_ok=True)
+            for k in range(len(clips)):
+                arrays = {"obs": clips.obs[k], "acts": clips.acts[k]}
+                if clips.true_rew is not None:
+                    arrays["true_rew"] = clips.true_rew[k]
+                files: list[Path] = []
+                staged.append(files)
+                _stage_savez(self.clip_dir, arrays, files)
+                if has_frames:
+                    _stage_savez(self.clip_dir, {"frames": clips.frames[k]}, files)
+        except OSError as e:
+            _unlink_all(staged)
+            raise PrefrlError(f"{self.clip_dir}: cannot write clip files ({e.strerror or e}); nothing was stored") from e
+        except BaseException:
+            _unlink_all(staged)
+            raise
+        ids: list[int] = []
+        moved: list[Path] = []  # files renamed into place for rows a failed commit takes back
+        try:
+            with self._tx():
                 for k, files in enumerate(staged):
                     cur = self._db.execute(
                         "INSERT INTO clips (length, true_return, has_frames, created) VALUES (?, ?, ?, ?)",
                         (clips.length, None if rets[k] is None else float(rets[k]), int(has_frames), time.time()),
                     )
                     cid = int(cur.lastrowid)
-                    os.replace(files[0], self._clip_path(cid))
-                    if has_frames:
-                        os.replace(files[1], self._clip_path(cid, frames=True))
+                    targets = [self._clip_path(cid)] + ([self._clip_path(cid, frames=True)] if has_frames else [])
+                    for src, dst in zip(files, targets):
+                        os.replace(src, dst)
+                        moved.append(dst)
                     ids.append(cid)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                for files in staged:
-                    for f in files:
-                        Path(f).unlink(missing_ok=True)
-                raise
+        except OSError as e:
+            _unlink_all([*staged, moved])
+            raise PrefrlError(f"{self.clip_dir}: cannot move clip files into place ({e.strerror or e}); nothing was stored") from e
+        except BaseException:
+            _unlink_all([*staged, moved])
+            raise
         return ids
 
+    @_guarded
     def clip_ids(self) -> list[int]:
         """Ids of the stored clips (text items excluded), ascending."""
         return [r[0] for r in self._exec("SELECT id FROM clips WHERE text IS NULL ORDER BY id")]
 
+    @_guarded
     def load_clips(self, ids: Iterable[int], frames: bool = False) -> Clips:
         """Clips by id, in the order given (arrays cached in memory; frames read on demand)."""
         parts = []
@@ -283,19 +562,26 @@ class PreferenceStore:
                     if self.is_text(cid):
                         raise PrefrlError(f"{self.path}: item {cid} is a text item (prompt + completion), not a clip")
                     raise PrefrlError(f"{path}: clip {cid} is missing from the store")
-                with np.load(path, allow_pickle=False) as z:
-                    clip = Clips(z["obs"][None], z["acts"][None], z["true_rew"][None] if "true_rew" in z.files else None)
+                z = _load_clip_file(path, ("obs", "acts"), ("true_rew",))
+                try:
+                    clip = Clips(z["obs"][None], z["acts"][None], z["true_rew"][None] if "true_rew" in z else None)
+                except PrefrlError as e:
+                    raise PrefrlError(f"{path}: {e}") from e
                 self._cache[cid] = clip
             if frames:
                 fpath = self._clip_path(cid, frames=True)
                 if not fpath.exists():
                     raise PrefrlError(f"clip {cid} has no rendered frames (train with frames kept to label by hand)")
-                with np.load(fpath, allow_pickle=False) as z:
+                z = _load_clip_file(fpath, ("frames",), ())
+                try:
                     clip = Clips(clip.obs, clip.acts, clip.true_rew, z["frames"][None])
+                except PrefrlError as e:
+                    raise PrefrlError(f"{fpath}: {e}") from e
             parts.append(clip)
         return Clips.concat(parts)
 
     # ---- text items --------------------------------------------------------------------
+    @_guarded
     def add_texts(
         self, prompts: list[str], completions: list[str], scores: Iterable[float | None] | None = None
     ) -> list[int]:
@@ -311,36 +597,33 @@ class PreferenceStore:
             raise PrefrlError(f"add_texts: {len(prompts)} prompts but {len(completions)} completions")
         for x in prompts + completions:
             if not isinstance(x, str):
-                raise PrefrlError(f"add_texts: prompts and completions must be strings, got {type(x).__name__} {x!r:.40}")
+                raise PrefrlError(f"add_texts: prompts and completions must be strings, got {type(x).__name__} {_short.repr(x)}")
         rets = [None] * len(prompts) if scores is None else [None if v is None else float(v) for v in scores]
         if len(rets) != len(prompts):
             raise PrefrlError(f"add_texts: {len(prompts)} texts but {len(rets)} scores")
         now = time.time()
         ids = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for p, c, r in zip(prompts, completions, rets):
-                    cur = self._db.execute(
-                        "INSERT INTO clips (length, true_return, has_frames, created, text) VALUES (1, ?, 0, ?, ?)",
-                        (r, now, json.dumps({"prompt": p, "completion": c})),  # ASCII: safe for any str
-                    )
-                    ids.append(int(cur.lastrowid))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._tx():
+            for p, c, r in zip(prompts, completions, rets):
+                cur = self._db.execute(
+                    "INSERT INTO clips (length, true_return, has_frames, created, text) VALUES (1, ?, 0, ?, ?)",
+                    (r, now, json.dumps({"prompt": p, "completion": c})),  # ASCII: safe for any str
+                )
+                ids.append(int(cur.lastrowid))
         return ids
 
+    @_guarded
     def text_ids(self) -> list[int]:
         """Ids of the stored text items, ascending."""
         return [r[0] for r in self._exec("SELECT id FROM clips WHERE text IS NOT NULL ORDER BY id")]
 
+    @_guarded
     def is_text(self, item_id: int) -> bool:
         """Whether ``item_id`` is a text item (False for a clip or an unknown id)."""
         row = self._exec("SELECT text IS NOT NULL FROM clips WHERE id=?", (int(item_id),)).fetchone()
         return bool(row and row[0])
 
+    @_guarded
     def load_texts(self, ids: Iterable[int]) -> list[tuple[str, str]]:
         """(prompt, completion) of each text item, in the order given."""
         ids = [int(i) for i in ids]
@@ -355,10 +638,17 @@ class PreferenceStore:
                 raise PrefrlError(f"{self.path}: item {i} is missing from the store")
             if rows[i] is None:
                 raise PrefrlError(f"{self.path}: item {i} is a clip, not a text item")
-            d = json.loads(rows[i])  # type: ignore[arg-type]
-            out.append((d["prompt"], d["completion"]))
+            try:
+                d = json.loads(rows[i])  # type: ignore[arg-type]
+                prompt, completion = d["prompt"], d["completion"]
+                if not isinstance(prompt, str) or not isinstance(completion, str):
+                    raise TypeError("not strings")
+            except (TypeError, ValueError, KeyError, RecursionError) as e:
+                raise PrefrlError(f"{self.path}: text item {i} is unreadable ({_short.repr(rows[i])}): the store is damaged") from e
+            out.append((prompt, completion))
         return out
 
+    @_guarded
     def text_scores(self, ids: Iterable[int]) -> list[float | None]:
         """The stored oracle score (true return) of each item, None where unknown."""
         ids = [int(i) for i in ids]
@@ -374,6 +664,15 @@ class PreferenceStore:
         ).fetchone()
         return int(row[0] or 0), int(row[1] or 0)
 
+    @_guarded
+    def judged_kind(self, labeled_only: bool = True) -> str | None:
+        """What the (labeled) judgments compare: ``"clips"``, ``"texts"``, ``"mixed"``, or None when there are none."""
+        n_clips, n_texts = self._judged_kinds(labeled_only)
+        if n_clips and n_texts:
+            return "mixed"
+        return "clips" if n_clips else ("texts" if n_texts else None)
+
+    @_guarded
     def text_training_data(self) -> tuple[list[tuple[str, str]], Comparisons, list[int]]:
         """All judged text items and the judgments over them, re-indexed 0..N-1 (skips kept as NaN).
 
@@ -397,107 +696,178 @@ class PreferenceStore:
         return self.load_texts(ids), comps, ids
 
     # ---- queries -----------------------------------------------------------------------
+    @_guarded
     def add_queries(self, pairs: np.ndarray, scores: np.ndarray | None = None) -> list[int]:
         """Enqueue pairs (clip ids) for a labeller; higher score is asked first."""
         scores = np.zeros(len(pairs)) if scores is None else scores
         now = time.time()
         ids = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for (a, b), s in zip(np.asarray(pairs).tolist(), np.asarray(scores).tolist()):
-                    cur = self._db.execute(
-                        "INSERT INTO queries (left, right, score, created) VALUES (?, ?, ?, ?)", (a, b, s, now)
-                    )
-                    ids.append(int(cur.lastrowid))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._tx():
+            for (a, b), s in zip(np.asarray(pairs).tolist(), np.asarray(scores).tolist()):
+                cur = self._db.execute(
+                    "INSERT INTO queries (left, right, score, created) VALUES (?, ?, ?, ?)", (a, b, s, now)
+                )
+                ids.append(int(cur.lastrowid))
         return ids
 
+    @_guarded
     def pending_queries(self, limit: int | None = None) -> list[Query]:
         sql = "SELECT id, left, right, score FROM queries WHERE status='pending' ORDER BY score DESC, id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [Query(*r) for r in self._exec(sql)]
 
+    @_guarded
     def claim_queries(
         self,
         annotator: str,
         limit: int = 1,
         exclude: Iterable[int] = (),
         shared: bool = False,
-        ttl_s: float = 600.0,
+        ttl_s: float = CLAIM_TTL_S,
+        viewer: str | None = None,
+        after: tuple[float, int] | None = None,
     ) -> list[Query]:
-        """Take the next queries for ``annotator``'s viewer, best score first, atomically.
+        """Claim the next queries for a viewer session of ``annotator``, best score first, atomically.
+
+        Every other live viewer session's claims are respected, whoever its annotator: two
+        people, or one person in two windows, are never shown the same pair.
 
         Args:
             annotator: who will judge them.
             limit: how many queries to take.
             exclude: query ids not to return (those the viewer already holds).
-            shared: False (a run): pending queries not claimed by another annotator in the
-                last ``ttl_s`` seconds; they are claimed for ``annotator``. True (several
-                annotators label the same pairs, e.g. a dataset): every query not cancelled
-                that ``annotator`` has not judged yet; nothing is claimed.
-            ttl_s: age after which another annotator's claim lapses.
+            shared: False (a run): pending queries that no other session holds. True (every
+                annotator labels every pair, e.g. a dataset): queries not cancelled that
+                ``annotator`` has not judged and that no other session of ``annotator`` holds.
+            ttl_s: age after which another session's claim lapses (its viewer stopped
+                refreshing it with ``refresh_claims``: killed or frozen).
+            viewer: the session taking the claims (default: this store object's ``session`` and
+                ``annotator``; a viewer window passes its own id to every call).
+            after: ``(score, id)`` of the last query this session was handed: the search goes
+                on after it in best-first order (a long labelling session never rescans what it
+                judged), then starts over from the best. Shared mode, None: after the query of
+                the annotator's latest judgment.
         """
         excl = ",".join(str(int(q)) for q in exclude) or "-1"
-        with self._lock:
-            if shared:
-                sql = (
-                    "SELECT id, left, right, score FROM queries q WHERE status != 'cancelled'"
-                    f" AND id NOT IN ({excl}) AND NOT EXISTS (SELECT 1 FROM comparisons c"
-                    " WHERE c.query_id = q.id AND c.annotator IS ?) ORDER BY score DESC, id LIMIT ?"
-                )
-                return [Query(*r) for r in self._db.execute(sql, (annotator, int(limit)))]
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                now = time.time()
-                sql = (
-                    "SELECT id, left, right, score FROM queries q WHERE status = 'pending'"
-                    f" AND id NOT IN ({excl}) AND NOT EXISTS (SELECT 1 FROM claims k WHERE k.query_id = q.id"
-                    " AND k.annotator != ? AND k.time > ?) ORDER BY score DESC, id LIMIT ?"
-                )
-                rows = [Query(*r) for r in self._db.execute(sql, (annotator, now - ttl_s, int(limit)))]
-                for q in rows:
-                    self._db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (q.id, annotator, now))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        viewer = self._viewer(annotator, viewer)
+        limit = int(limit)
+        if shared:
+            where = (
+                f"status != 'cancelled' AND id NOT IN ({excl})"
+                " AND NOT EXISTS (SELECT 1 FROM comparisons c WHERE c.annotator IS :who AND c.query_id = q.id)"
+                " AND NOT EXISTS (SELECT 1 FROM claims k WHERE k.query_id = q.id AND k.annotator = :who"
+                " AND k.viewer IS NOT :viewer AND k.time > :fresh)"
+            )
+        else:
+            where = (
+                f"status = 'pending' AND id NOT IN ({excl})"
+                " AND NOT EXISTS (SELECT 1 FROM claims k WHERE k.query_id = q.id"
+                " AND k.viewer IS NOT :viewer AND k.time > :fresh)"
+            )
+        with self._tx(durable=False):
+            now = time.time()
+            args = {"who": annotator, "viewer": viewer, "fresh": now - ttl_s}
+            if shared and after is None:  # a new session continues where the annotator stopped
+                after = self._db.execute(
+                    "SELECT q.score, q.id FROM comparisons c JOIN queries q ON q.id = c.query_id"
+                    " WHERE c.annotator IS ? AND c.query_id IS NOT NULL ORDER BY c.id DESC LIMIT 1", (annotator,)
+                ).fetchone()
+            rows = self._next_queries(where, args, limit, after)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO claims (query_id, annotator, time, viewer) VALUES (?, ?, ?, ?)",
+                [(q.id, annotator, now, viewer) for q in rows],
+            )
         return rows
 
-    def release_claims(self, annotator: str, query_ids: Iterable[int] | None = None) -> None:
-        """Give back ``annotator``'s claims (all, or those of ``query_ids``), e.g. when a viewer quits."""
-        if query_ids is None:
-            self._exec("DELETE FROM claims WHERE annotator=?", (annotator,))
-        else:
-            ids = ",".join(str(int(q)) for q in query_ids) or "-1"
-            self._exec(f"DELETE FROM claims WHERE annotator=? AND query_id IN ({ids})", (annotator,))
+    def _next_queries(self, where: str, args: dict, limit: int, after: tuple[float, int] | None) -> list[Query]:
+        """Up to ``limit`` queries matching ``where`` in (score DESC, id) order, starting after ``after``."""
+        sql = f"SELECT id, left, right, score FROM queries q WHERE {where}"
+        rows: list[Query] = []
+        if after is not None:  # two index ranges: the rest of the cursor's score, then the lower scores
+            s, i = float(after[0]), int(after[1])
+            rows += [Query(*r) for r in self._db.execute(
+                f"{sql} AND score = :s AND id > :i ORDER BY score DESC, id LIMIT :n", {**args, "s": s, "i": i, "n": limit})]
+            if len(rows) < limit:
+                rows += [Query(*r) for r in self._db.execute(
+                    f"{sql} AND score < :s ORDER BY score DESC, id LIMIT :n", {**args, "s": s, "n": limit - len(rows)})]
+        if len(rows) < limit:
+            seen = {q.id for q in rows}
+            more = [Query(*r) for r in self._db.execute(f"{sql} ORDER BY score DESC, id LIMIT :n", {**args, "n": limit})]
+            rows += [q for q in more if q.id not in seen][: limit - len(rows)]
+        return rows
 
+    def _viewer(self, annotator: str, viewer: str | None) -> str:
+        """The session id claims are taken under: ``viewer``, else this object's session for ``annotator``."""
+        return f"{self.session}:{annotator}" if viewer is None else viewer
+
+    @_guarded
+    def release_claims(self, annotator: str, query_ids: Iterable[int] | None = None, viewer: str | None = None) -> None:
+        """Give back the claims of ``annotator`` that session ``viewer`` holds (default: see
+        ``claim_queries``): all, or those of ``query_ids``; e.g. when a viewer quits."""
+        viewer = self._viewer(annotator, viewer)
+        with self._tx(durable=False):
+            if query_ids is None:
+                self._db.execute("DELETE FROM claims WHERE annotator=? AND viewer IS ?", (annotator, viewer))
+            else:
+                ids = ",".join(str(int(q)) for q in query_ids) or "-1"
+                self._db.execute(
+                    f"DELETE FROM claims WHERE annotator=? AND viewer IS ? AND query_id IN ({ids})", (annotator, viewer)
+                )
+
+    @_guarded
+    def refresh_claims(self, viewer: str | None = None) -> int:
+        """Heartbeat: mark every claim of session ``viewer`` as fresh (default: every claim this
+        object took without naming a viewer); returns how many.
+
+        A live viewer calls it every ``CLAIM_HEARTBEAT_S`` seconds, so its claims never lapse
+        while a person looks at a pair; a killed viewer's lapse ``CLAIM_TTL_S`` after its last beat.
+        """
+        with self._tx(durable=False):
+            if viewer is not None:
+                return int(self._db.execute("UPDATE claims SET time=? WHERE viewer=?", (time.time(), viewer)).rowcount)
+            lo, hi = f"{self.session}:", f"{self.session};"  # ';' follows ':' : the range of this object's sessions
+            return int(self._db.execute(
+                "UPDATE claims SET time=? WHERE viewer >= ? AND viewer < ?", (time.time(), lo, hi)).rowcount)
+
+    @_guarded
     def query_status(self, query_id: int) -> str | None:
         """``pending``, ``done``, ``cancelled``, or None for an unknown id."""
         row = self._exec("SELECT status FROM queries WHERE id=?", (int(query_id),)).fetchone()
         return None if row is None else str(row[0])
 
+    @_guarded
     def count_open(self, annotator: str, shared: bool = False) -> int:
         """How many queries ``annotator`` could still be shown (see ``claim_queries``), claims ignored."""
-        if shared:
-            sql = (
-                "SELECT COUNT(*) FROM queries q WHERE status != 'cancelled' AND NOT EXISTS"
-                " (SELECT 1 FROM comparisons c WHERE c.query_id = q.id AND c.annotator IS ?)"
-            )
-            return int(self._exec(sql, (annotator,)).fetchone()[0])
-        return self.count_pending()
+        if not shared:
+            return self.count_pending()
+        with self._lock:  # not cancelled, minus those judged by the annotator (no scan of the judgments)
+            total = self._db.execute("SELECT COUNT(*) FROM queries").fetchone()[0]
+            cancelled = self._db.execute("SELECT COUNT(*) FROM queries WHERE status='cancelled'").fetchone()[0]
+            if self._tallies:
+                row = self._db.execute("SELECT queries FROM tallies WHERE annotator=?", (annotator,)).fetchone()
+                judged = 0 if row is None else row[0]
+            else:  # a version-2 store read as it is
+                judged = self._db.execute(
+                    "SELECT COUNT(DISTINCT query_id) FROM comparisons WHERE annotator IS ? AND query_id IS NOT NULL",
+                    (annotator,),
+                ).fetchone()[0]
+            judged_cancelled = self._db.execute(
+                "SELECT COUNT(DISTINCT c.query_id) FROM queries q CROSS JOIN comparisons c ON c.query_id = q.id"
+                " WHERE q.status = 'cancelled' AND c.annotator IS ?", (annotator,)
+            ).fetchone()[0]
+        return max(0, int(total - cancelled - (judged - judged_cancelled)))
 
+    @_guarded
     def count_pending(self) -> int:
         return int(self._exec("SELECT COUNT(*) FROM queries WHERE status='pending'").fetchone()[0])
 
+    @_guarded
     def cancel_pending(self) -> None:
         self._exec("UPDATE queries SET status='cancelled' WHERE status='pending'")
 
     # ---- judgments ---------------------------------------------------------------------
+    @_guarded
     def add_judgment(
         self,
         left: int,
@@ -508,85 +878,114 @@ class PreferenceStore:
         response_s: float | None = None,
         query_id: int | None = None,
     ) -> int:
-        """Write one judgment, committed before returning. ``label`` None (or NaN) is a skip."""
+        """Write one judgment, committed before returning. ``label`` None (or NaN) is a skip.
+
+        A judgment of a query marks it ``done`` and drops its claim in the same transaction.
+        """
         if label is not None and np.isnan(label):
             label = None
         if label is not None and not 0.0 <= label <= 1.0:
             raise PrefrlError(f"label must be a probability in [0, 1] or a skip, got {label}")
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "INSERT INTO comparisons (left, right, label, source, annotator, time, response_s, query_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (int(left), int(right), label, source, annotator, time.time(), response_s, query_id),
-                )
-                if query_id is not None:
-                    self._db.execute("UPDATE queries SET status='done' WHERE id=?", (query_id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._tx():
+            cur = self._db.execute(
+                "INSERT INTO comparisons (left, right, label, source, annotator, time, response_s, query_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (int(left), int(right), label, source, annotator, time.time(), response_s, query_id),
+            )
+            if query_id is not None:
+                self._db.execute("UPDATE queries SET status='done' WHERE id=?", (query_id,))
+                self._db.execute("DELETE FROM claims WHERE query_id=? AND annotator IS ?", (query_id, annotator))
         return int(cur.lastrowid)
 
+    @_guarded
     def add_judgments(
         self, pairs: np.ndarray, labels: np.ndarray, source: str, annotator: str | None = None
     ) -> list[int]:
-        """Write many judgments in one transaction (oracles label in batches); returns their ids."""
+        """Write many judgments in one transaction (oracles label in batches); returns their ids.
+
+        ``labels`` are P(left preferred) in [0, 1], NaN for a skip; any other value is refused
+        before anything is written.
+        """
+        labels = np.asarray(labels, np.float64)
+        bad = ~np.isnan(labels) & ~((labels >= 0.0) & (labels <= 1.0))
+        if bad.any():
+            raise PrefrlError(f"label must be a probability in [0, 1] or a skip, got {labels[bad][0]}")
         now = time.time()
         ids = []
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for (a, b), lab in zip(np.asarray(pairs).tolist(), np.asarray(labels, np.float64).tolist()):
-                    cur = self._db.execute(
-                        "INSERT INTO comparisons (left, right, label, source, annotator, time) VALUES (?, ?, ?, ?, ?, ?)",
-                        (a, b, None if np.isnan(lab) else lab, source, annotator, now),
-                    )
-                    ids.append(int(cur.lastrowid))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._tx():
+            for (a, b), lab in zip(np.asarray(pairs).tolist(), np.asarray(labels, np.float64).tolist()):
+                cur = self._db.execute(
+                    "INSERT INTO comparisons (left, right, label, source, annotator, time) VALUES (?, ?, ?, ?, ?, ?)",
+                    (a, b, None if np.isnan(lab) else lab, source, annotator, now),
+                )
+                ids.append(int(cur.lastrowid))
         return ids
 
-    def undo_last(self, annotator: str | None = None) -> Judgment | None:
-        """Delete the most recent judgment (of ``annotator`` if given); its query becomes pending again."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                sql = "SELECT * FROM comparisons"
-                args: tuple = ()
-                if annotator is not None:
-                    sql += " WHERE annotator=?"
-                    args = (annotator,)
-                row = self._db.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
-                if row is None:
-                    self._db.execute("COMMIT")
-                    return None
-                j = Judgment(*row)
-                self._db.execute("DELETE FROM comparisons WHERE id=?", (j.id,))
-                if j.query_id is not None:
-                    self._db.execute("UPDATE queries SET status='pending' WHERE id=?", (j.query_id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+    @_guarded
+    def undo_last(self, annotator: str | None = None, viewer: str | None = None) -> Judgment | None:
+        """Delete the most recent judgment (of ``annotator`` if given); its query becomes pending again.
+
+        With ``viewer`` (a session id), that session claims the query again in the same
+        transaction, so no other viewer takes the pair while it is shown again.
+        """
+        with self._tx():
+            sql = f"SELECT {_JUDGMENT_COLUMNS} FROM comparisons"
+            args: tuple = ()
+            if annotator is not None:
+                sql += " WHERE annotator=?"
+                args = (annotator,)
+            row = self._db.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
+            if row is None:
+                return None
+            j = self._judgment(row)
+            self._db.execute("DELETE FROM comparisons WHERE id=?", (j.id,))
+            if j.query_id is not None:
+                self._db.execute("UPDATE queries SET status='pending' WHERE id=? AND status='done'", (j.query_id,))
+                if viewer is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO claims (query_id, annotator, time, viewer) VALUES (?, ?, ?, ?)",
+                        (j.query_id, j.annotator or "", time.time(), viewer),
+                    )
         return j
 
-    def judgments(self, since_id: int = 0) -> list[Judgment]:
-        return [Judgment(*r) for r in self._exec("SELECT * FROM comparisons WHERE id > ? ORDER BY id", (since_id,))]
+    def _judgment(self, row: tuple) -> Judgment:
+        """A ``comparisons`` row as a Judgment, refusing values no prefrl wrote (a damaged store)."""
+        j = Judgment(*row)
+        num = (int, float)
+        ok = (
+            all(isinstance(v, int) for v in (j.id, j.left, j.right))
+            and (j.label is None or (isinstance(j.label, num) and 0.0 <= j.label <= 1.0))
+            and isinstance(j.source, str)
+            and (j.annotator is None or isinstance(j.annotator, str))
+            and isinstance(j.time, num)
+            and (j.response_s is None or isinstance(j.response_s, num))
+            and (j.query_id is None or isinstance(j.query_id, int))
+        )
+        if not ok:
+            raise PrefrlError(f"{self.path}: judgment row {_short.repr(row)} is unreadable: the store is damaged")
+        return j
 
+    @_guarded
+    def judgments(self, since_id: int = 0) -> list[Judgment]:
+        rows = self._exec(f"SELECT {_JUDGMENT_COLUMNS} FROM comparisons WHERE id > ? ORDER BY id", (since_id,))
+        return [self._judgment(r) for r in rows]
+
+    @_guarded
     def last_judgment_id(self) -> int:
         """The newest judgment's id (0 when there is none)."""
         return int(self._exec("SELECT COALESCE(MAX(id), 0) FROM comparisons").fetchone()[0])
 
+    @_guarded
     def count_judgments(self, include_skips: bool = True, annotator: str | None = None) -> int:
         """Judgments in the store (of ``annotator`` only, if given)."""
+        if annotator is not None and include_skips and self._tallies:
+            row = self._exec("SELECT judgments FROM tallies WHERE annotator=?", (annotator,)).fetchone()
+            return 0 if row is None else int(row[0])
         where = ([] if include_skips else ["label IS NOT NULL"]) + ([] if annotator is None else ["annotator = ?"])
         sql = "SELECT COUNT(*) FROM comparisons" + (" WHERE " + " AND ".join(where) if where else "")
         return int(self._exec(sql, () if annotator is None else (annotator,)).fetchone()[0])
 
+    @_guarded
     def asked_pairs(self) -> set[tuple[int, int]]:
         """Unordered clip-id pairs already judged or queued (so they are not asked twice)."""
         rows = self._exec(
@@ -594,6 +993,7 @@ class PreferenceStore:
         )
         return {(min(a, b), max(a, b)) for a, b in rows}
 
+    @_guarded
     def training_data(self) -> tuple[Clips, Comparisons, list[int]]:
         """All judged clips and comparisons, re-indexed 0..N-1 (skips kept as NaN).
 
@@ -619,13 +1019,17 @@ class PreferenceStore:
         return clips, comps, ids  # type: ignore[return-value]
 
     # ---- export ------------------------------------------------------------------------
+    @_guarded
     def export(self, out: str | Path) -> tuple[int, int]:
         """Write the judgments as a preference dataset; returns (items, comparisons) written.
 
         Clips: ``out/clips.npz`` + ``out/comparisons.jsonl`` (``prefrl.core.dataset``). Text
         items: ``out/preferences.jsonl``, one TRL line per judgment (``trl_record``), which
         ``prefrl text reward`` reads. Skips are not exported: a dataset line's label must be a
-        probability. A store whose judgments compare both kinds is refused.
+        probability. A store whose judgments compare both kinds is refused. Files are written
+        under temporary names and renamed into place (a full disk leaves the old files, or
+        none, never a cut one). Existing files in ``out`` are replaced (``prefrl prefs
+        export`` asks for ``--force`` first).
         """
         out = Path(out)
         js = [j for j in self.judgments() if j.label is not None]
@@ -673,7 +1077,8 @@ class PreferenceStore:
                 os.fsync(f.fileno())
             os.replace(tmp, path)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise PrefrlError(f"{out}: could not write {TEXT_PREFERENCES_FILE} ({e.strerror or e})") from e
         return len(ids), len(js)
 
@@ -704,14 +1109,56 @@ def trl_record(prompt: str, left: str, right: str, label: float | None) -> dict:
 def _version(value: object, path: Path) -> int:
     try:
         return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError) as e:
-        raise PrefrlError(f"{path}: unreadable store schema version {value!r}") from e
+    except (TypeError, ValueError, OverflowError) as e:
+        raise PrefrlError(f"{path}: unreadable store schema version {_short.repr(value)}") from e
 
 
-def _stage_savez(directory: Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write arrays to a uniquely named temporary .npz in ``directory``; the caller renames it."""
-    import uuid
+def _cause(e: BaseException) -> str:
+    """What went wrong, in words a user can act on (SQLite's own message kept in brackets)."""
+    if isinstance(e, OSError) and not isinstance(e, sqlite3.Error):
+        return str(e.strerror or e)
+    if isinstance(e, UnicodeDecodeError):
+        return f"the store is damaged (text that is not UTF-8: {e.reason} at byte {e.start}); `sqlite3 {STORE_FILE} .recover` may rescue its data"
+    msg = str(e)
+    low = msg.lower()
+    if "disk is full" in low or "disk full" in low:
+        return f"the disk is full ({msg}); the write was undone, everything saved before it is intact"
+    if "readonly" in low or "read-only" in low:
+        return f"cannot write: the store is read-only ({msg})"
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return f"the store is damaged ({msg}); `sqlite3 {STORE_FILE} .recover` may rescue its data"
+    if "locked" in low or "busy" in low:
+        return f"another process held the store locked for over 60 s ({msg})"
+    if "unable to open" in low:
+        return f"cannot open the database file ({msg}): check its permissions and that the directory is reachable"
+    return msg
 
+
+def _unlink_all(staged: list[list[Path]]) -> None:
+    for files in staged:
+        for f in files:
+            with contextlib.suppress(OSError):
+                f.unlink(missing_ok=True)
+
+
+def _stage_savez(directory: Path, arrays: dict[str, np.ndarray], files: list[Path]) -> Path:
+    """Write arrays to a uniquely named temporary .npz in ``directory`` (appended to ``files`` first, so a
+    failure midway still leaves its name for cleanup); the caller renames it."""
     tmp = directory / f".staged-{uuid.uuid4().hex}.npz"
-    np.savez(tmp, **arrays)
+    files.append(tmp)
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return tmp
+
+
+def _load_clip_file(path: Path, need: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The arrays of one stored clip file; a damaged file is a ``PrefrlError`` naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in (*need, *optional) if k in z.files}
+    except Exception as e:  # zipfile.BadZipFile, ValueError, OSError, EOFError ...
+        raise PrefrlError(f"{path}: clip file is unreadable ({type(e).__name__}: {e})") from e
+    missing = [k for k in need if k not in out]
+    if missing:
+        raise PrefrlError(f"{path}: clip file has no array `{missing[0]}`")
+    return out

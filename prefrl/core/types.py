@@ -12,9 +12,12 @@ never trained on (Christiano et al. 2017).
 
 from __future__ import annotations
 
+import math
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -101,7 +104,8 @@ class Clips:
             frames=np.concatenate([p.frames for p in parts]) if has_frames else None,  # type: ignore[misc]
         )
 
-    def save_npz(self, path: str | Path) -> None:
+    def save_npz(self, path: str | Path | BinaryIO) -> None:
+        """Write the arrays with ``numpy.savez`` (no pickles) to a path or an open binary file."""
         arrays = {"obs": self.obs, "acts": self.acts}
         if self.true_rew is not None:
             arrays["true_rew"] = self.true_rew
@@ -111,20 +115,29 @@ class Clips:
 
     @staticmethod
     def load_npz(path: str | Path) -> Clips:
-        """Load clips from an .npz file (no pickle), with a clear error naming the file."""
+        """Load clips from an .npz file (no pickle), with a clear error naming the file.
+
+        Before any array is read, each one's .npy header is checked: plain numbers only (an
+        object array, i.e. a pickle, is refused), no more bytes than the archive stores, and
+        all of them together within ``max_npz_bytes()`` (a zip bomb is refused unread). Only
+        ``obs``, ``acts``, ``true_rew`` and ``frames`` are read.
+
+        Raises:
+            PrefrlError: naming the file and what is wrong with it; never another exception.
+        """
         path = Path(path)
         if not path.is_file():
             raise PrefrlError(f"{path}: no such clips file")
-        if not zipfile.is_zipfile(path):  # else numpy guesses "pickled data" and suggests allow_pickle
-            raise PrefrlError(f"{path}: not an .npz archive (expected arrays `obs`, `acts` saved with numpy.savez)")
         try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except Exception as e:  # zipfile.BadZipFile, ValueError, OSError ...
-            raise PrefrlError(f"{path}: not a readable .npz file ({e})") from e
-        for key in ("obs", "acts"):
-            if key not in arrays:
-                raise PrefrlError(f"{path}: missing array `{key}` (has {sorted(arrays)})")
+            if not zipfile.is_zipfile(path):  # else numpy guesses "pickled data" and suggests allow_pickle
+                raise PrefrlError(f"{path}: not an .npz archive (expected arrays `obs`, `acts` saved with numpy.savez)")
+            arrays = _read_npz(path)
+        except PrefrlError:
+            raise
+        except MemoryError as e:
+            raise PrefrlError(f"{path}: its arrays do not fit in memory") from e
+        except Exception as e:  # zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError ...
+            raise PrefrlError(f"{path}: not a readable .npz file ({type(e).__name__}: {e})") from e
         try:
             return Clips(
                 obs=arrays["obs"],
@@ -134,6 +147,62 @@ class Clips:
             )
         except PrefrlError as e:
             raise PrefrlError(f"{path}: {e}") from e
+
+
+NPZ_ARRAYS = ("obs", "acts", "true_rew", "frames")
+"""The arrays a clips file may hold (others are ignored, never read)."""
+
+
+def max_npz_bytes() -> int:
+    """The most bytes a clips file's arrays may take in memory: half of this machine's memory (16 GiB if unknown)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return 16 << 30
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The known arrays of an .npz archive, after checking every header (see ``Clips.load_npz``)."""
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename[: -len(".npy")]: i for i in zf.infolist() if i.filename.endswith(".npy")}
+        for key in ("obs", "acts"):
+            if key not in members:
+                raise PrefrlError(f"{path}: missing array `{key}` (has {sorted(members)[:10]})")
+        want = [k for k in NPZ_ARRAYS if k in members]
+        total = 0
+        for key in want:
+            info = members[key]
+            with zf.open(info) as fp:
+                version = npy.read_magic(fp)
+                if version == (1, 0):
+                    shape, _, dtype = npy.read_array_header_1_0(fp)
+                elif version == (2, 0):
+                    shape, _, dtype = npy.read_array_header_2_0(fp)
+                else:
+                    raise PrefrlError(f"{path}: array `{key}` has .npy format version {version}, which prefrl does not read")
+            if dtype.hasobject:
+                raise PrefrlError(
+                    f"{path}: array `{key}` holds Python objects (a pickle); prefrl loads plain numeric arrays only"
+                )
+            if dtype.kind not in "biuf":
+                raise PrefrlError(f"{path}: array `{key}` has dtype {dtype}; expected numbers (bool, int or float)")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes > info.file_size:
+                raise PrefrlError(
+                    f"{path}: array `{key}` is truncated: its header declares shape {shape} {dtype} ({nbytes} bytes), "
+                    f"the archive stores {info.file_size} bytes"
+                )
+            total += nbytes
+        limit = max_npz_bytes()
+        if total > limit:
+            raise PrefrlError(
+                f"{path}: its arrays would take {total / 2**30:.1f} GiB in memory, over the {limit / 2**30:.1f} GiB "
+                "allowed (half of this machine's memory); refused unread"
+            )
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in want}
 
 
 @dataclass

@@ -89,18 +89,26 @@ class PrefsStats:
     """Print the statistics as JSON."""
 
     def run(self) -> dict:
+        from prefrl.core.dataset import COMPARISONS_FILE, load_dataset
         from prefrl.human.dataset import dataset_store_dir
-        from prefrl.human.stats import format_stats, store_stats
+        from prefrl.human.stats import dataset_stats, format_stats, store_stats
 
         _one_source(self.run_dir, self.dataset)
+        note = None
         if self.run_dir is not None:
             _check_run_dir(self.run_dir)
             root = self.run_dir
         else:
             root = dataset_store_dir(self.dataset, self.out)  # type: ignore[arg-type]
-            if not (root / STORE_FILE).is_file():
-                raise PrefrlError(f"{root}: no labels of {self.dataset} yet; run `prefrl label --dataset {self.dataset}`")
-        with PreferenceStore(root, create=False) as store:
+            if not (root / STORE_FILE).exists():  # no hand labels yet: the dataset's own
+                _, _, records = load_dataset(self.dataset)  # type: ignore[arg-type]
+                stats = dataset_stats(records)
+                note = (f"labels in {self.dataset / COMPARISONS_FILE} (no hand labels yet: "  # type: ignore[operator]
+                        f"`prefrl label --dataset {self.dataset}`)")
+                stats["labels_from"] = str(self.dataset / COMPARISONS_FILE)  # type: ignore[operator]
+                print(json.dumps(stats, indent=2) if self.json else f"{note}\n\n{format_stats(stats)}")
+                return stats
+        with PreferenceStore(root, create=False, readonly=True) as store:  # stats never need write access
             stats = store_stats(store)
         print(json.dumps(stats, indent=2) if self.json else format_stats(stats))
         return stats

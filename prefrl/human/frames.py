@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.core.store import PreferenceStore, Query
+from prefrl.core.store import CLAIM_HEARTBEAT_S, PreferenceStore, Query
 from prefrl.core.types import PrefrlError
 
 Size = tuple[int, int]
@@ -114,7 +114,9 @@ class Prefetcher:
     """Background thread that claims the next queries and prepares them while a pair plays.
 
     It has its own store connection, so a write lock held by the trainer delays only
-    the prefetch, never the viewer's key handling.
+    the prefetch, never the viewer's key handling. It is also the viewer's heartbeat: every
+    ``heartbeat_s`` seconds it refreshes the session's claims, so they last while the window
+    lives and lapse soon after it is killed.
 
     Args:
         root: the store directory.
@@ -122,14 +124,29 @@ class Prefetcher:
         shared: dataset mode (every annotator labels every pair), see ``PreferenceStore.claim_queries``.
         depth: pairs kept ready beyond the one on screen.
         poll_s: how often to look for new queries when none is pending.
+        session: the viewer session the claims are held by (one per window; default: a new one).
+        heartbeat_s: how often the session's claims are refreshed.
     """
 
-    def __init__(self, root: Path, annotator: str, shared: bool, depth: int = 1, poll_s: float = 0.25):
+    def __init__(
+        self,
+        root: Path,
+        annotator: str,
+        shared: bool,
+        depth: int = 1,
+        poll_s: float = 0.25,
+        session: str | None = None,
+        heartbeat_s: float = CLAIM_HEARTBEAT_S,
+    ):
         self.store = PreferenceStore(root, create=False)
         self.annotator = annotator
         self.shared = shared
         self.depth = depth
         self.poll_s = poll_s
+        self.session = session if session is not None else f"{self.store.session}:{annotator}"
+        self.heartbeat_s = heartbeat_s
+        self._cursor: tuple[float, int] | None = None  # (score, id) of the last query claimed
+        self._beat = time.monotonic()
         self.error: BaseException | None = None
         self.prep_times: list[float] = []
         """Seconds each pair took to load and scale (in the background)."""
@@ -203,9 +220,15 @@ class Prefetcher:
                     stale = [p for p in self._ready if box is not None and p.size != box]
                 for p in stale:  # window resized: rescale what is ready
                     p.rescale(box)  # type: ignore[arg-type]
+                if time.monotonic() - self._beat >= self.heartbeat_s:
+                    self.store.refresh_claims(self.session)
+                    self._beat = time.monotonic()
                 if need and box is not None:
-                    qs = self.store.claim_queries(self.annotator, 1, exclude, shared=self.shared)
+                    qs = self.store.claim_queries(
+                        self.annotator, 1, exclude, shared=self.shared, viewer=self.session, after=self._cursor
+                    )
                     if qs:
+                        self._cursor = (qs[0].score, qs[0].id)
                         t0 = time.perf_counter()
                         pair = load_pair(self.store, qs[0], box)
                         self.prep_times.append(time.perf_counter() - t0)

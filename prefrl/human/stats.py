@@ -97,6 +97,20 @@ def store_stats(store: PreferenceStore) -> dict:
     return out
 
 
+def dataset_stats(records: list[dict]) -> dict:
+    """``annotator_stats`` over the labels of a dataset's ``comparisons.jsonl`` records (``load_dataset``).
+
+    Who judged a line: its ``annotator``, else its ``source``, else ``dataset`` (as
+    ``prefrl label --dataset`` imports them); pairs are dataset clip indices.
+    """
+    js = []
+    for i, rec in enumerate(records):
+        source = str(rec.get("source") or "dataset")
+        who = str(rec.get("annotator") or source)
+        js.append(Judgment(i + 1, int(rec["left"]), int(rec["right"]), float(rec["label"]), source, who, 0.0, None, None))
+    return annotator_stats(js)
+
+
 def format_stats(stats: dict) -> str:
     """A plain-text report of ``annotator_stats``."""
     lines = [f"{'annotator':20s} {'judged':>7s} {'left':>6s} {'right':>6s} {'equal':>6s} {'skip':>6s} {'median s':>9s}"]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,6 +144,8 @@ class Viewer:
         self.root = Path(root)
         self.store = PreferenceStore(self.root, create=False)
         self.annotator = annotator
+        self.session = f"{annotator}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        """This window's viewer session: its claims keep its pairs from every other window, same annotator or not."""
         self.shared = shared
         self.cfg = cfg or ViewerConfig()
         self.clock = clock
@@ -187,7 +190,9 @@ class Viewer:
 
         self.screen = init_display((self.cfg.width, self.cfg.height), f"prefrl label: {self.root}")
         self._layout()
-        self.prefetcher = Prefetcher(self.root, self.annotator, self.shared, self.cfg.prefetch, self.cfg.poll_s)
+        self.prefetcher = Prefetcher(
+            self.root, self.annotator, self.shared, self.cfg.prefetch, self.cfg.poll_s, session=self.session
+        )
         self.prefetcher.set_box(self._box)
         self.prefetcher.start()
         self._refresh_counts(self.clock(), force=True)
@@ -201,15 +206,13 @@ class Viewer:
         if self._closed:
             return
         self._closed = True
-        held = [] if self.current is None or self.current.query.id is None else [self.current.query.id]
         if self.prefetcher is not None:
-            held += self.prefetcher.stop()
+            self.prefetcher.stop()
             self.prefetcher = None
-        if not self.shared and held:
-            try:
-                self.store.release_claims(self.annotator, held)
-            except Exception:  # closing must not fail; claims lapse on their own
-                pass
+        try:  # every claim of this window: the pair on screen, the prepared ones
+            self.store.release_claims(self.annotator, viewer=self.session)
+        except Exception:  # closing must not fail; claims lapse on their own within CLAIM_TTL_S
+            pass
         self.store.close()
         if self.screen is not None:
             pygame.display.quit()
@@ -343,7 +346,7 @@ class Viewer:
     def undo(self) -> None:
         """Delete your last judgment (even one from an earlier session) and show its pair again."""
         now = self.clock()
-        j = self.store.undo_last(self.annotator)
+        j = self.store.undo_last(self.annotator, viewer=self.session)  # the pair is ours again while shown
         if j is None:
             self._flash("nothing to undo", WARN, now)
             return

@@ -26,14 +26,17 @@ Every malformed line raises ``PrefrlError("FILE:LINE: ...")`` naming the field.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from prefrl.core.dataset import jsonl_records, short_repr
 from prefrl.core.store import STORE_FILE, PreferenceStore
 from prefrl.core.types import Comparisons, PrefrlError
 
@@ -75,20 +78,13 @@ class SFTExample:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) of each non-blank line; errors name file and line."""
+    """(line number, object) of each non-blank line; errors (not UTF-8, not JSON, too deep) name file and line."""
     if not path.is_file():
         raise PrefrlError(f"{path}: no such JSONL file")
-    with open(path, encoding="utf-8") as f:
-        for no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PrefrlError(f"{path}:{no}: not valid JSON ({e.msg} at column {e.colno})") from e
-            if not isinstance(obj, dict):
-                raise PrefrlError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}")
-            yield no, obj
+    for no, obj in jsonl_records(path):
+        if not isinstance(obj, dict):
+            raise PrefrlError(f"{path}:{no}: expected a JSON object, got {type(obj).__name__}")
+        yield no, obj
 
 
 def _str(obj: dict, key: str, where: str, default: str | None = None) -> str:
@@ -102,7 +98,7 @@ def _str(obj: dict, key: str, where: str, default: str | None = None) -> str:
             f"{where}: field `{key}` is a list (conversational format); prefrl text reads plain strings"
         )
     if not isinstance(v, str):
-        raise PrefrlError(f"{where}: field `{key}` must be a string, got {type(v).__name__} {v!r:.40}")
+        raise PrefrlError(f"{where}: field `{key}` must be a string, got {type(v).__name__} {short_repr(v)}")
     return v
 
 
@@ -156,7 +152,7 @@ def _parse_line(b: _Builder, obj: dict, where: str) -> str:
         if label is None:
             label = math.nan
         elif isinstance(label, bool) or not isinstance(label, (int, float)) or not 0.0 <= label <= 1.0:
-            raise PrefrlError(f"{where}: field `label` must be a probability in [0, 1] or null, got {label!r}")
+            raise PrefrlError(f"{where}: field `label` must be a probability in [0, 1] or null, got {short_repr(label)}")
         b.add(b.clip(prompt, chosen), b.clip(prompt, rejected), float(label))
     elif fmt == "vertex":
         prompt = _str(obj, "input_text", where, default="")
@@ -165,18 +161,18 @@ def _parse_line(b: _Builder, obj: dict, where: str) -> str:
             raise PrefrlError(f"{where}: missing field `choice` (0 or 1: the preferred candidate)")
         choice = obj["choice"]
         if isinstance(choice, bool) or choice not in (0, 1):
-            raise PrefrlError(f"{where}: field `choice` must be 0 or 1, got {choice!r}")
+            raise PrefrlError(f"{where}: field `choice` must be 0 or 1, got {short_repr(choice)}")
         b.add(b.clip(prompt, c0), b.clip(prompt, c1), 1.0 if choice == 0 else 0.0)
     else:
         prompt = _str(obj, "prompt", where, default="")
         comps, ranking = obj.get("completions"), obj.get("ranking")
         if not isinstance(comps, list) or not all(isinstance(c, str) for c in comps):
-            raise PrefrlError(f"{where}: field `completions` must be a list of strings, got {comps!r:.60}")
+            raise PrefrlError(f"{where}: field `completions` must be a list of strings, got {short_repr(comps)}")
         if not isinstance(ranking, list) or not all(isinstance(r, int) and not isinstance(r, bool) for r in ranking):
-            raise PrefrlError(f"{where}: field `ranking` must be a list of indices into `completions`, best first; got {ranking!r:.60}")
+            raise PrefrlError(f"{where}: field `ranking` must be a list of indices into `completions`, best first; got {short_repr(ranking)}")
         if len(ranking) < 2 or len(set(ranking)) != len(ranking) or not all(0 <= r < len(comps) for r in ranking):
             raise PrefrlError(
-                f"{where}: field `ranking` must hold at least 2 distinct indices in [0, {len(comps) - 1}], got {ranking}"
+                f"{where}: field `ranking` must hold at least 2 distinct indices in [0, {len(comps) - 1}], got {short_repr(ranking)}"
             )
         ids = [b.clip(prompt, comps[r]) for r in ranking]
         expanded = Comparisons.from_rankings([ids])
@@ -189,7 +185,7 @@ def _read_store(b: _Builder, root: Path) -> int:
     """Add the text judgments of the store in ``root`` (as their TRL lines would read); returns how many."""
     if not (root / STORE_FILE).is_file():
         raise PrefrlError(f"{root}: a directory without a preference store ({STORE_FILE}); give JSONL files or a store directory")
-    with PreferenceStore(root, create=False) as store:
+    with PreferenceStore(root, create=False, readonly=True) as store:
         texts, comps, _ = store.text_training_data()
     for i, j, lab in zip(comps.left.tolist(), comps.right.tolist(), comps.label.tolist()):
         if not math.isnan(lab) and lab < 0.5:  # chosen first, as in the TRL line (``trl_record``)
@@ -266,9 +262,22 @@ def read_prompts(path: Path | str) -> list[str]:
 
 
 def write_jsonl(path: Path | str, rows: list[dict]) -> None:
-    """Write rows as JSON lines (parent directories created)."""
+    """Write rows as JSON lines (parent directories created), atomically: a temporary file renamed into place.
+
+    Raises:
+        PrefrlError: the file cannot be written (a full disk, no permission); nothing is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise PrefrlError(f"{path}: cannot write ({e.strerror or e})") from e

@@ -1,12 +1,15 @@
-"""Preference store: round trips, undo, text items, v1 migration, two writer processes at once, SIGKILL durability."""
+"""Preference store: round trips, undo, text items, migrations, two writer processes at once, SIGKILL durability;
+faults (empty, foreign, damaged and read-only stores, a full disk), viewer-session claims and heartbeats, indexes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 
 import numpy as np
@@ -323,7 +326,7 @@ def test_a_version_1_store_is_migrated_in_place_keeping_all_its_data(tmp_path) -
     clips = toy_clips(4, length=3, seed=6)
     _write_v1_store(tmp_path, clips)
     with PreferenceStore(tmp_path, create=False) as store:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         assert store.get_meta("task") == "pendulum"
         assert store.clip_ids() == [1, 2, 3, 4] and store.text_ids() == []
         np.testing.assert_array_equal(store.load_clips([4, 1]).obs, clips.obs[[3, 0]])
@@ -339,7 +342,7 @@ def test_a_version_1_store_is_migrated_in_place_keeping_all_its_data(tmp_path) -
         assert store.add_texts(["p"], [" c"]) == [6]
         assert store.add_judgment(1, 4, 0.0, source="synthetic") == 4
     with PreferenceStore(tmp_path, create=False) as store:  # reopening a migrated store changes nothing
-        assert store.schema_version == 2 and store.count_judgments() == 4 and store.load_texts([6]) == [("p", " c")]
+        assert store.schema_version == 3 and store.count_judgments() == 4 and store.load_texts([6]) == [("p", " c")]
     assert integrity(tmp_path) == "ok"
     with sqlite3.connect(tmp_path / STORE_FILE) as db:
         assert "text" in [r[1] for r in db.execute("PRAGMA table_info(clips)")]
@@ -348,6 +351,388 @@ def test_a_version_1_store_is_migrated_in_place_keeping_all_its_data(tmp_path) -
 def test_a_store_from_a_newer_prefrl_is_refused(tmp_path) -> None:
     PreferenceStore(tmp_path).close()
     with sqlite3.connect(tmp_path / STORE_FILE) as db:
-        db.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
-    with pytest.raises(PrefrlError, match="schema version 3 was written by a newer prefrl; this one reads up to 2"):
+        db.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    with pytest.raises(PrefrlError, match="schema version 4 was written by a newer prefrl; this one reads up to 3"):
         PreferenceStore(tmp_path, create=False)
+
+
+# ---- faults and bad input (issue 16) ----------------------------------------------------------
+
+
+def _judged_store(root, n: int = 3, annotator: str = "ann") -> list[int]:
+    """A store with 4 clips, ``n`` judgments and 2 pending queries; returns the clip ids."""
+    with PreferenceStore(root) as store:
+        ids = store.add_clips(clips_with_frames(4, seed=9), keep_frames=True)
+        for k in range(n):
+            store.add_judgment(ids[k % 4], ids[(k + 1) % 4], 1.0, source="human", annotator=annotator)
+        store.add_queries(np.array([[ids[0], ids[2]], [ids[1], ids[3]]]), np.array([0.5, 0.1]))
+    return ids
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_an_empty_or_schemaless_store_file_is_an_error_naming_it(tmp_path, create) -> None:
+    (tmp_path / STORE_FILE).write_bytes(b"")  # zero bytes: a crash, a full disk, a `touch`
+    with pytest.raises(PrefrlError, match=rf"{STORE_FILE}: an empty file \(0 bytes\), not a preference store"):
+        PreferenceStore(tmp_path, create=create)
+    assert (tmp_path / STORE_FILE).stat().st_size == 0  # never written over
+    (tmp_path / STORE_FILE).unlink()
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:  # an SQLite file, but not ours
+        db.execute("CREATE TABLE songs (title TEXT)")
+    with pytest.raises(PrefrlError, match=rf"{STORE_FILE}: not a prefrl preference store"):
+        PreferenceStore(tmp_path, create=create)
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:  # a meta table without a version
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    with pytest.raises(PrefrlError, match="its meta table has no schema_version"):
+        PreferenceStore(tmp_path, create=create, readonly=not create)
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["songs", "meta"]
+
+
+def test_a_run_dir_that_is_a_file_is_an_error(tmp_path) -> None:
+    (tmp_path / "run").write_text("not a directory")
+    for create in (False, True):
+        with pytest.raises(PrefrlError, match="run: is a file, not a run directory"):
+            PreferenceStore(tmp_path / "run", create=create)
+
+
+def test_a_new_store_appears_whole(tmp_path) -> None:
+    """A store is built under a temporary name and linked into place: never a half-made file."""
+    with PreferenceStore(tmp_path / "run") as store:
+        assert store.schema_version == SCHEMA_VERSION
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [STORE_FILE]  # no temporary left, no clips/
+    with PreferenceStore(tmp_path / "run") as store:  # create=True on an existing store opens it
+        assert store.count_judgments() == 0
+
+
+def test_a_corrupted_page_is_a_prefrl_error_from_every_command(tmp_path) -> None:
+    from prefrl.cli import main
+    from prefrl.human.stats import store_stats
+
+    with PreferenceStore(tmp_path / "run") as store:
+        ids = store.add_texts(["p"] * 40, [f" c{i}" for i in range(40)])
+        pairs = np.array([[ids[i % 40], ids[(i + 1) % 40]] for i in range(4000)])
+        store.add_judgments(pairs, np.ones(len(pairs)), source="synthetic", annotator="x" * 30)
+    path = tmp_path / "run" / STORE_FILE
+    data = bytearray(path.read_bytes())
+    pages = len(data) // 4096
+    rng = np.random.default_rng(0)
+    for page in range(2, pages):  # every page but the schema: no reader can get past
+        data[page * 4096 : (page + 1) * 4096] = rng.integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    calls = {
+        "judgments": lambda s: s.judgments(),
+        "count": lambda s: s.count_judgments(annotator="x" * 30),
+        "stats": store_stats,
+        "export": lambda s: s.export(tmp_path / "out"),
+        "label": lambda s: s.add_judgment(1, 2, 1.0, source="human"),
+        "claim": lambda s: s.claim_queries("ann"),
+        "training": lambda s: s.text_training_data(),
+    }
+    for readonly in (False, True):
+        try:
+            store = PreferenceStore(tmp_path / "run", create=False, readonly=readonly)
+        except PrefrlError as e:
+            assert str(path) in str(e)
+            continue
+        for name, call in calls.items():
+            if readonly and name in ("label", "claim"):
+                continue
+            with pytest.raises(PrefrlError, match=rf"{path}: .*damaged"):
+                call(store)
+        store.close()
+    for argv in (["prefs", "stats", "--run-dir", str(tmp_path / "run")],
+                 ["prefs", "export", "--run-dir", str(tmp_path / "run"), "--out", str(tmp_path / "out2")]):
+        with pytest.raises(PrefrlError, match=str(path)):
+            main(argv)
+
+
+def test_a_full_disk_names_the_cause_and_loses_nothing(tmp_path) -> None:
+    """SQLite's own full-disk error (a page limit stands in for the disk), not "cannot rollback"."""
+    with PreferenceStore(tmp_path) as store:
+        ids = store.add_texts(["p", "p"], [" a", " b"])
+        qids = store.add_queries(np.array([[ids[0], ids[1]]] * 50))
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count={pages + 2}")
+        saved = []
+        with pytest.raises(PrefrlError) as err:
+            for q in qids:
+                saved.append(store.add_judgment(ids[0], ids[1], 1.0, source="human", annotator="a" * 400, query_id=q))
+        msg = str(err.value)
+        assert msg.startswith(f"{tmp_path / STORE_FILE}: the disk is full (database or disk is full)")
+        assert "cannot rollback" not in msg and "everything saved before it is intact" in msg
+        assert not store._db.in_transaction
+        with pytest.raises(PrefrlError, match="disk is full"):
+            store.add_judgments(np.array([[ids[0], ids[1]]] * 200), np.ones(200), source="x", annotator="b" * 400)
+        assert [j.id for j in store.judgments()] == saved  # the failed ones left no trace
+        assert store.query_status(qids[len(saved)]) == "pending"
+        store._db.execute("PRAGMA max_page_count=1073741823")  # space again: the store carries on
+        store.add_judgment(ids[0], ids[1], 0.0, source="human", query_id=qids[len(saved)])
+        assert store.count_judgments() == len(saved) + 1
+    assert integrity(tmp_path) == "ok"
+
+
+def test_a_full_disk_while_staging_clips_leaves_no_files(tmp_path, monkeypatch) -> None:
+    import errno
+
+    real_savez = np.savez
+    calls = []
+
+    def savez(file, **arrays):
+        calls.append(1)
+        if len(calls) == 3:
+            file.write(b"PK\x03\x04 half a clip")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_savez(file, **arrays)
+
+    with PreferenceStore(tmp_path) as store:
+        monkeypatch.setattr(np, "savez", savez)
+        with pytest.raises(PrefrlError, match=r"clips: cannot write clip files \(No space left on device\); nothing was stored"):
+            store.add_clips(clips_with_frames(3, seed=1), keep_frames=True)
+        monkeypatch.setattr(np, "savez", real_savez)
+        assert store.clip_ids() == [] and list((tmp_path / "clips").iterdir()) == []
+
+        real_replace, renamed = os.replace, []
+
+        def replace(src, dst):
+            if len(renamed) == 2:  # the second clip's arrays
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            renamed.append(dst)
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace)
+        with pytest.raises(PrefrlError, match="cannot move clip files into place"):
+            store.add_clips(clips_with_frames(2, seed=1))
+        monkeypatch.undo()
+        assert store.clip_ids() == [] and list((tmp_path / "clips").iterdir()) == []  # clip 1's files went too
+        # SQLite's own full disk at the commit, after the files were renamed into place
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count={pages}")
+        with pytest.raises(PrefrlError, match="the disk is full"):
+            store.add_clips(clips_with_frames(300, seed=1), keep_frames=False)
+        assert store.clip_ids() == [] and list((tmp_path / "clips").iterdir()) == []
+        store._db.execute("PRAGMA max_page_count=1073741823")
+        assert store.add_clips(clips_with_frames(2, seed=1)) == [1, 2]
+
+
+def test_stale_staged_clip_files_are_removed_when_a_writer_opens(tmp_path) -> None:
+    _judged_store(tmp_path)
+    old, fresh = tmp_path / "clips" / ".staged-old.npz", tmp_path / "clips" / ".staged-fresh.npz"
+    old.write_bytes(b"left by a crash")
+    fresh.write_bytes(b"another process is about to rename this")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    PreferenceStore(tmp_path, create=False, readonly=True).close()
+    assert old.exists()  # a reader touches nothing
+    PreferenceStore(tmp_path, create=False).close()
+    assert not old.exists() and fresh.exists()
+    assert sorted(p.name for p in (tmp_path / "clips").iterdir())[-1] == "0000004.npz"
+
+
+def test_a_readonly_open_writes_nothing(tmp_path) -> None:
+    from prefrl.human.stats import store_stats
+
+    ids = _judged_store(tmp_path / "run")
+    shutil_copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(tmp_path / "run", shutil_copy)
+    before = (shutil_copy / STORE_FILE).read_bytes()
+    with PreferenceStore(shutil_copy, readonly=True) as store:  # readonly implies create=False
+        assert store.count_judgments() == 3 and store_stats(store)["annotators"]["ann"]["judgments"] == 3
+        assert store.export(tmp_path / "ds") == (4, 3)
+        for write in (lambda: store.add_judgment(ids[0], ids[1], 1.0, source="human"),
+                      lambda: store.set_meta("x", 1), lambda: store.claim_queries("ann")):
+            with pytest.raises(PrefrlError, match=r"cannot write: the store is read-only"):
+                write()
+        with pytest.raises(PrefrlError, match="opened read-only"):
+            store.add_clips(clips_with_frames(1, seed=0))
+    assert (shutil_copy / STORE_FILE).read_bytes() == before
+    with pytest.raises(PrefrlError, match="not a prefrl run directory"):
+        PreferenceStore(tmp_path / "nothing", readonly=True)
+    assert not (tmp_path / "nothing").exists()
+    ds_clips, comps, _ = load_dataset(tmp_path / "ds")
+    assert len(comps) == 3 and ds_clips.frames is not None
+
+
+@contextlib.contextmanager
+def readonly_mount(src):
+    """``src`` mounted read-only at a new directory (a real EROFS, which root cannot write); skips without mount rights."""
+    dst = src.parent / f"{src.name}-ro"
+    dst.mkdir()
+    ok = subprocess.run(["mount", "--bind", str(src), str(dst)], capture_output=True).returncode == 0
+    try:
+        if not ok or subprocess.run(["mount", "-o", "remount,ro,bind", str(dst)], capture_output=True).returncode:
+            pytest.skip("no read-only bind mount here (needs root with CAP_SYS_ADMIN)")
+        yield dst
+    finally:
+        if ok and subprocess.run(["umount", str(dst)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(dst)], capture_output=True)  # busy: detach it anyway
+        dst.rmdir()
+
+
+def test_stats_and_export_read_a_store_on_a_read_only_file_system(tmp_path) -> None:
+    """Tests run as root, where chmod does not stop a write: a read-only bind mount does."""
+    from prefrl.cli import main
+
+    _judged_store(tmp_path / "run")
+    with readonly_mount(tmp_path / "run") as ro:
+        with pytest.raises(OSError):
+            (ro / "probe").write_text("x")  # really read-only
+        stats = main(["prefs", "stats", "--run-dir", str(ro), "--json"])
+        assert stats["annotators"]["ann"]["judgments"] == 3 and stats["pending"] == 2
+        main(["prefs", "export", "--run-dir", str(ro), "--out", str(tmp_path / "ds")])
+        assert len(load_dataset(tmp_path / "ds")[1]) == 3
+        with pytest.raises(PrefrlError, match=rf"{ro / STORE_FILE}: "):  # a writer is told why it cannot
+            with PreferenceStore(ro, create=False) as store:
+                store.add_judgment(1, 2, 1.0, source="human")
+        with pytest.raises(PrefrlError, match="could not write the dataset .*Read-only file system"):
+            main(["prefs", "export", "--run-dir", str(tmp_path / "run"), "--out", str(ro / "ds")])
+
+
+def test_a_version_2_store_is_read_as_it_is_and_migrated_by_a_writer(tmp_path) -> None:
+    clips = toy_clips(4, length=3, seed=6)
+    _write_v1_store(tmp_path, clips)
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:  # what prefrl's version 2 made of it
+        db.execute("ALTER TABLE clips ADD COLUMN text TEXT")
+        db.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+        db.execute("INSERT INTO claims VALUES (2, 'bob', ?)", (time.time(),))
+    with PreferenceStore(tmp_path, readonly=True) as store:
+        assert store.schema_version == 2 and store.count_judgments(annotator="ann") == 1
+        assert store.count_open("ann", shared=True) == 1 and len(store.judgments()) == 3
+    with PreferenceStore(tmp_path, create=False) as store:
+        assert store.schema_version == 3
+        assert store.count_judgments(annotator="ann") == 1 and store.count_open("ann", shared=True) == 1
+        assert [q.id for q in store.claim_queries("ann", limit=5)] == [2]  # the old claim went with the old table
+    with sqlite3.connect(tmp_path / STORE_FILE) as db:
+        assert "viewer" in [r[1] for r in db.execute("PRAGMA table_info(claims)")]
+        assert db.execute("SELECT * FROM tallies").fetchall() == [("ann", 1, 1)]
+    assert integrity(tmp_path) == "ok"
+
+
+def test_a_version_1_store_read_only_asks_for_a_writable_open(tmp_path) -> None:
+    _write_v1_store(tmp_path, toy_clips(4, length=3, seed=6))
+    with pytest.raises(PrefrlError, match="schema version 1 is too old to read without upgrading it"):
+        PreferenceStore(tmp_path, readonly=True)
+
+
+# ---- claims: viewer sessions and heartbeats ------------------------------------------------
+
+
+def test_two_viewers_under_one_annotator_name_get_different_pairs(tmp_path) -> None:
+    with PreferenceStore(tmp_path) as store:
+        ids = store.add_texts(["p"] * 8, [f" c{i}" for i in range(8)])
+        qids = store.add_queries(np.array([[ids[i], ids[i + 1]] for i in range(6)]), np.arange(6.0)[::-1])
+    with PreferenceStore(tmp_path, create=False) as a, PreferenceStore(tmp_path, create=False) as b:
+        got_a = [q.id for q in a.claim_queries("alice", limit=2, viewer="win-1")]
+        got_b = [q.id for q in b.claim_queries("alice", limit=2, viewer="win-2")]
+        assert got_a == qids[:2] and got_b == qids[2:4]  # same name, different windows: different pairs
+        assert [q.id for q in a.claim_queries("alice", limit=2, viewer="win-1")] == got_a  # a window keeps its own
+        # Default sessions: one per store object and annotator.
+        assert [q.id for q in a.claim_queries("alice", limit=5)] == qids[4:]
+        assert b.claim_queries("alice", limit=5) == []
+        # Judging drops the claim; releasing gives the rest back.
+        q = a.claim_queries("alice", limit=1, viewer="win-1")[0]
+        a.add_judgment(q.left, q.right, 1.0, source="human", annotator="alice", query_id=q.id)
+        a.release_claims("alice", viewer="win-1")
+        assert [q.id for q in b.claim_queries("alice", limit=5, viewer="win-2")] == qids[1:4]
+    # Dataset mode: one annotator's two windows split the pairs; another annotator sees them all.
+    with PreferenceStore(tmp_path, create=False) as s:
+        s2 = PreferenceStore(tmp_path, create=False)
+        first = [q.id for q in s.claim_queries("carol", 3, shared=True, viewer="c-1")]
+        second = [q.id for q in s2.claim_queries("carol", 3, shared=True, viewer="c-2")]
+        assert sorted(first + second) == qids  # every pair, once
+        assert [q.id for q in s.claim_queries("dave", 10, shared=True)] == qids  # another person: all of them
+        s2._db.execute("DELETE FROM claims WHERE annotator='alice'")  # alice's run-mode windows are gone
+        assert [q.id for q in s2.claim_queries("alice", 10, shared=True)] == qids[1:]  # all but the one she judged
+        s2.close()
+
+
+def test_claims_live_while_refreshed_and_lapse_after_the_ttl(tmp_path) -> None:
+    from prefrl.core.store import CLAIM_TTL_S
+
+    with PreferenceStore(tmp_path) as store:
+        ids = store.add_texts(["p"] * 4, [f" c{i}" for i in range(4)])
+        qids = store.add_queries(np.array([[ids[0], ids[1]], [ids[2], ids[3]]]))
+    a, b = PreferenceStore(tmp_path, create=False), PreferenceStore(tmp_path, create=False)
+    held = [q.id for q in a.claim_queries("alice", 2, viewer="killed-soon")]
+    assert held == qids and b.claim_queries("bob", 2) == []
+
+    def age(seconds: float) -> None:  # let time pass for every claim
+        a._db.execute("UPDATE claims SET time = time - ?", (seconds,))
+
+    age(CLAIM_TTL_S - 5)
+    assert a.refresh_claims("killed-soon") == 2  # the heartbeat of a live viewer
+    age(CLAIM_TTL_S - 5)
+    assert b.claim_queries("bob", 2) == []  # refreshed 25 s ago: still held
+    age(10)  # no heartbeat for 35 s: the viewer is gone
+    assert [q.id for q in b.claim_queries("bob", 2)] == qids
+    assert CLAIM_TTL_S <= 60  # a killed viewer's pairs come back within a minute, not 10
+    a.close()
+    b.close()
+
+
+def test_the_prefetcher_is_the_viewers_heartbeat(tmp_path) -> None:
+    from prefrl.human.frames import Prefetcher
+
+    with PreferenceStore(tmp_path) as store:
+        ids = store.add_clips(clips_with_frames(4, seed=2))
+        store.add_queries(np.array([[ids[0], ids[1]], [ids[2], ids[3]]]))
+    p = Prefetcher(tmp_path, "alice", shared=False, depth=2, poll_s=0.01, session="win", heartbeat_s=0.05)
+    p.set_box((40, 30))
+    p.start()
+    try:
+        with PreferenceStore(tmp_path, create=False) as s:
+            end = time.monotonic() + 10
+            while p.n_ready() < 2 and time.monotonic() < end:
+                time.sleep(0.01)
+            assert p.n_ready() == 2
+            s._db.execute("UPDATE claims SET time = time - 1000")  # as if the claims were old
+            end = time.monotonic() + 10
+            while s._db.execute("SELECT MIN(time) FROM claims").fetchone()[0] < time.time() - 60:
+                assert time.monotonic() < end, "the prefetcher never refreshed its claims"
+                time.sleep(0.02)
+            assert s.claim_queries("bob", 2) == []
+    finally:
+        p.stop()
+
+
+# ---- indexes and tallies -------------------------------------------------------------------
+
+
+def test_labelling_queries_use_indexes_not_scans_of_the_judgments(tmp_path) -> None:
+    with PreferenceStore(tmp_path) as store:
+        db = store._db
+        plans = []
+        for sql in (
+            "SELECT id FROM queries q WHERE status != 'cancelled' AND NOT EXISTS (SELECT 1 FROM comparisons c"
+            " WHERE c.annotator IS 'a' AND c.query_id = q.id) ORDER BY score DESC, id LIMIT 1",
+            "SELECT id FROM queries q WHERE status = 'pending' AND NOT EXISTS (SELECT 1 FROM claims k"
+            " WHERE k.query_id = q.id AND k.viewer IS NOT 'v' AND k.time > 0) ORDER BY score DESC, id LIMIT 1",
+            "SELECT id FROM comparisons WHERE annotator='a' ORDER BY id DESC LIMIT 1",
+            "SELECT judgments FROM tallies WHERE annotator='a'",
+        ):
+            plans.append(" | ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql)))
+        for plan in plans:
+            assert "SCAN c" not in plan and "SCAN comparisons" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_tallies_match_the_judgments_through_inserts_undos_and_skips(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    with PreferenceStore(tmp_path) as store:
+        ids = store.add_texts(["p"] * 10, [f" c{i}" for i in range(10)])
+        qids = store.add_queries(np.array([[ids[i], ids[(i + 3) % 10]] for i in range(10)]))
+        for step in range(120):
+            who = ["alice", "bob", None][step % 3]
+            if rng.random() < 0.2:
+                store.undo_last(who)
+            elif rng.random() < 0.3:
+                store.add_judgments(np.array([[ids[0], ids[1]]]), np.array([np.nan]), source="synthetic", annotator=who)
+            else:
+                q = int(rng.choice(qids))
+                store.add_judgment(ids[0], ids[1], float(rng.random()), source="human", annotator=who, query_id=q)
+        for who in ("alice", "bob", "nobody"):
+            slow = store._db.execute("SELECT COUNT(*) FROM comparisons WHERE annotator IS ?", (who,)).fetchone()[0]
+            assert store.count_judgments(annotator=who) == slow
+            open_slow = store._db.execute(
+                "SELECT COUNT(*) FROM queries q WHERE status != 'cancelled' AND NOT EXISTS"
+                " (SELECT 1 FROM comparisons c WHERE c.query_id = q.id AND c.annotator IS ?)", (who,)).fetchone()[0]
+            assert store.count_open(who, shared=True) == open_slow

@@ -106,8 +106,8 @@ def test_dataset_errors_are_clear(tmp_path, dataset):
     np.savez(nof / "clips.npz", obs=c2.obs, acts=c2.acts, frames=c2.frames)
     with pytest.raises(PrefrlError, match="holds labels of"):
         open_dataset_store(nof, out=tmp_path / "shared")
-    with pytest.raises(PrefrlError, match="no labels of"):
-        main(["prefs", "stats", "--dataset", str(nof)])
+    stats = main(["prefs", "stats", "--dataset", str(nof), "--json"])  # no hand labels yet: the dataset's own
+    assert stats["annotators"]["dataset"]["judgments"] == 1 and stats["labels_from"].endswith("comparisons.jsonl")
     with pytest.raises(PrefrlError, match="`--out` goes with `--dataset`"):
         main(["label", "--run-dir", str(tmp_path), "--out", str(tmp_path / "x")])
 

@@ -363,3 +363,39 @@ def test_a_double_tap_judges_only_the_pair_on_screen(run_dir):
         assert "not on screen yet" in v.message[0]
     finally:
         v.close()
+
+
+def test_two_windows_under_one_annotator_name_never_judge_the_same_pair(tmp_path):
+    """Issue 16: two viewers named alice on one run judged 54 pairs twice (301 judgments, budget 300)."""
+    store, qids = make_demo_store(tmp_path / "run", 24, clips=synthetic_clips(12, length=4, size=(16, 16)), label_budget=24)
+    store.close()
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", PYTHONPATH=str(REPO))
+
+    def window(delay_s: float) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prefrl.human.scripted", "--run-dir", str(tmp_path / "run"), "--annotator", "alice",
+             "--then", "oracle", "--delay-s", str(delay_s), "--timeout-s", "60"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+
+    procs = [window(0.25)]
+    try:
+        first = procs[0].stdout.readline()
+        assert '"judgment"' in first  # the first window is labelling ...
+        procs.append(window(0.05))  # ... when the second opens under the same name
+        with PreferenceStore(tmp_path / "run", create=False) as s:
+            assert wait_until(lambda: s.count_pending() == 0, 60.0, 0.05)
+            s.set_meta("status", "finished")  # both windows close
+        outs = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    per_window = [sum(1 for line in out.splitlines() if '"judgment"' in line) for out, _ in outs]
+    per_window[0] += 1  # the line read above
+    with PreferenceStore(tmp_path / "run", create=False) as s:
+        js = s.judgments()
+        assert sorted(j.query_id for j in js) == sorted(qids)  # every pair judged exactly once
+        assert len(js) == 24 == sum(per_window) and all(n > 0 for n in per_window), per_window
+        assert s._db.execute("SELECT COUNT(*) FROM claims").fetchone()[0] == 0  # judged or given back

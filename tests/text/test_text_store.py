@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from prefrl.core.rundir import RunDir
-from prefrl.core.store import STORE_FILE, TEXT_PREFERENCES_FILE, PreferenceStore
+from prefrl.core.store import SCHEMA_VERSION, STORE_FILE, TEXT_PREFERENCES_FILE, PreferenceStore
 from prefrl.core.toy import toy_clips
 from prefrl.core.trainer import RewardTrainConfig
 from prefrl.core.types import PrefrlError
@@ -221,7 +221,7 @@ def _judgments(prefs):
         yield prefs.prompts[i], prefs.completions[i], prefs.completions[j], round(lab, 6), w
 
 
-def test_store_schema_is_version_2_in_files_label_writes(labeled) -> None:
+def test_store_schema_is_current_in_files_label_writes(labeled) -> None:
     d, _ = labeled
     with sqlite3.connect(d / STORE_FILE) as db:
-        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+        assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
