@@ -189,4 +189,4 @@ def test_selection_falls_back_to_random_and_respects_exclude(rng: np.random.Gene
     got = {(min(a, b), max(a, b)) for a, b in pairs.tolist()}
     assert len(got) == 13 and not got & asked  # all 15 unordered pairs minus the 2 asked
     with pytest.raises(PrefrlError, match="unknown query selection"):
-        select_pairs("entropy", 5, clips.model_inputs(), rng)
+        select_pairs("entropyy", 5, clips.model_inputs(), rng)
