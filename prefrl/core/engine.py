@@ -29,7 +29,12 @@ from prefrl.core.query import SELECTORS, random_pairs, select_pairs
 from prefrl.core.rundir import Meta
 from prefrl.core.store import PreferenceStore
 from prefrl.core.trainer import RewardTrainer
-from prefrl.core.types import Clips, PrefrlError
+from prefrl.core.types import Clips, Comparisons, PrefrlError, TextItems
+
+Items = Clips | TextItems
+"""What the engine asks about: clips (control) or text items (a completion of a prompt)."""
+TextEncoder = Callable[[list[str], list[str]], dict[str, np.ndarray]]
+"""(prompts, completions) -> reward-model inputs with leading (N, 1) dims."""
 
 
 @dataclass
@@ -170,6 +175,8 @@ class LabelingEngine:
         cfg: query selection and refit cadence.
         rng: randomness of query selection.
         keep_frames: store rendered frames with asked clips (forced on when the oracle needs them).
+        encode_texts: for a text learner, how the reward model reads stored (prompt, completion)
+            items at a refit; its pools are then ``TextItems`` and its judgments compare text items.
     """
 
     store: PreferenceStore
@@ -179,6 +186,7 @@ class LabelingEngine:
     cfg: PrefsConfig = field(default_factory=PrefsConfig)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     keep_frames: bool = False
+    encode_texts: TextEncoder | None = None
 
     def __post_init__(self) -> None:
         self.keep_frames = self.keep_frames or self.oracle.needs_frames
@@ -211,7 +219,7 @@ class LabelingEngine:
         return max(0, self.schedule.initial - self.asked())
 
     # ---- asking ----------------------------------------------------------------------------
-    def ask(self, pool: Clips, n: int, method: str | None = None) -> int:
+    def ask(self, pool: Items, n: int, method: str | None = None) -> int:
         """Select ``n`` pairs over ``pool`` (by the configured query method), store their clips, ask the oracle."""
         if n <= 0 or len(pool) < 2:
             return 0
@@ -222,7 +230,7 @@ class LabelingEngine:
                                      pool_factor=self.cfg.pool_factor)
         return self._ask_pairs(pool, pairs, scores)
 
-    def ask_initial(self, clips: Clips) -> int:
+    def ask_initial(self, clips: Items) -> int:
         """The up-front labels: random pairs of (random-policy) ``clips``, topping up after a crash."""
         n = self.initial_due()
         if n <= 0 or len(clips) < 2:
@@ -231,16 +239,34 @@ class LabelingEngine:
             self.oracle.calibrate(clips.true_returns())
         return self._ask_pairs(clips, random_pairs(len(clips), n, self.rng), None)
 
-    def _ask_pairs(self, clips: Clips, pairs: np.ndarray, scores: np.ndarray | None) -> int:
+    def _ask_pairs(self, clips: Items, pairs: np.ndarray, scores: np.ndarray | None) -> int:
         if len(pairs) == 0:
             return 0
         used = np.unique(pairs)
-        ids = np.array(self.store.add_clips(clips[used], keep_frames=self.keep_frames))
+        ids = np.array(self._store_items(clips[used]))
         pos = np.full(int(used.max()) + 1, -1)
         pos[used] = np.arange(len(used))
         store_pairs = np.stack([ids[pos[pairs[:, 0]]], ids[pos[pairs[:, 1]]]], axis=1)
         self.oracle.ask(store_pairs, clips[pairs[:, 0]], clips[pairs[:, 1]], scores)
         return len(pairs)
+
+    def _store_items(self, items: Items) -> list[int]:
+        if isinstance(items, TextItems):
+            if self.encode_texts is None:
+                raise PrefrlError("text items need a text engine (LabelingEngine(..., encode_texts=...))")
+            return self.store.add_texts(items.prompts, items.completions, items.scores)
+        return self.store.add_clips(items, keep_frames=self.keep_frames)
+
+    def training_data(self) -> tuple[Items | None, Comparisons]:
+        """Every judged item with the judgments over them (skips kept as NaN), from the store."""
+        if self.encode_texts is None:
+            clips, comps, _ = self.store.training_data()
+            return clips, comps
+        texts, comps, _ = self.store.text_training_data()
+        if not texts:
+            return None, comps
+        prompts, completions = [t[0] for t in texts], [t[1] for t in texts]
+        return TextItems(prompts, completions, self.encode_texts(prompts, completions)), comps
 
     def wait_for_initial(self, timeout_s: float, on_wait: Callable[[int, int], None] | None = None,
                          poll_s: float = 0.5) -> None:
@@ -260,13 +286,13 @@ class LabelingEngine:
         """Judgments that arrived after the current model's fit."""
         return len(self.store.judgments(since_id=self.fit_judgment_id))
 
-    def refit(self, epochs: int | None = None, ref: Clips | None = None) -> dict[str, float]:
+    def refit(self, epochs: int | None = None, ref: Items | None = None) -> dict[str, float]:
         """Fit the ensemble on every judgment so far and renormalise its output on ``ref`` (recent clips).
 
         Returns the trainer's metrics ({} when there is nothing labeled yet).
         """
         js_last = self.store.last_judgment_id()  # read first: a judgment arriving meanwhile triggers another refit
-        clips, comps, _ = self.store.training_data()
+        clips, comps = self.training_data()
         self.labels_at_fit = len(comps)
         self.fit_judgment_id = js_last
         if clips is None or len(comps.labeled()) == 0:
@@ -279,7 +305,7 @@ class LabelingEngine:
         self.metrics["reward/refits"] = float(self.n_refits)
         return m
 
-    def step(self, t: int, pool: Clips | None) -> EngineReport:
+    def step(self, t: int, pool: Items | None) -> EngineReport:
         """Between learner updates: ask what is due over ``pool``, refit when enough new judgments arrived."""
         report = EngineReport(timesteps=int(t))
         if pool is not None and len(pool) >= 2:
@@ -293,7 +319,7 @@ class LabelingEngine:
         report.outstanding = self.oracle.outstanding()
         return report
 
-    def finish(self, ref: Clips | None = None) -> dict[str, float] | None:
+    def finish(self, ref: Items | None = None) -> dict[str, float] | None:
         """At the end of training: refit on judgments that arrived after the last refit (late human labels)."""
         self.oracle.poll()
         if self.new_judgments():

@@ -206,6 +206,55 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 @dataclass
+class TextItems:
+    """Items of the text path, the counterpart of ``Clips`` for the labeling engine: one
+    completion of a prompt each, the reward model's inputs for it (token ids, leading (N, 1)
+    dims: a completion is a one-step clip), and the oracle's score when known (its true return).
+
+    Attributes:
+        prompts: (N,) prompts.
+        completions: (N,) completions.
+        inputs: arrays with leading (N, 1) dims that the reward model reads.
+        scores: (N,) oracle scores, or None.
+    """
+
+    prompts: list[str]
+    completions: list[str]
+    inputs: dict[str, np.ndarray]
+    scores: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.prompts)
+        if len(self.completions) != n or any(len(v) != n for v in self.inputs.values()):
+            raise PrefrlError(f"TextItems: {n} prompts, {len(self.completions)} completions and inputs of "
+                              f"{[len(v) for v in self.inputs.values()]} rows must agree")
+        if self.scores is not None:
+            self.scores = np.asarray(self.scores, np.float32).reshape(n)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def __getitem__(self, idx: np.ndarray | slice | list[int]) -> TextItems:
+        rows = np.arange(len(self))[idx]
+        return TextItems([self.prompts[i] for i in rows], [self.completions[i] for i in rows],
+                         {k: v[rows] for k, v in self.inputs.items()},
+                         None if self.scores is None else self.scores[rows])
+
+    @property
+    def true_rew(self) -> np.ndarray | None:
+        """(N, 1) scores as one-step rewards (what scripted teachers compare), or None."""
+        return None if self.scores is None else self.scores[:, None]
+
+    def true_returns(self) -> np.ndarray:
+        if self.scores is None:
+            raise PrefrlError("these text items have no oracle scores")
+        return self.scores.astype(np.float64)
+
+    def model_inputs(self) -> dict[str, np.ndarray]:
+        return self.inputs
+
+
+@dataclass
 class Comparisons:
     """N judgments over pairs of clips, as parallel arrays.
 

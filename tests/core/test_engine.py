@@ -127,3 +127,49 @@ def test_prefs_config_refuses_bad_values():
     with pytest.raises(PrefrlError, match="query must be one of"):
         PrefsConfig(query="entropyy")
     assert LabelSchedule(0, 100).due(50) == 0
+
+
+# ---- the same engine for a text learner: completions of prompts are the items -------------------
+def _bag_of_letters(prompts: list[str], completions: list[str]) -> dict[str, np.ndarray]:
+    x = np.zeros((len(completions), 1, 26), np.float32)
+    for i, c in enumerate(completions):
+        for ch in c:
+            if "a" <= ch <= "z":
+                x[i, 0, ord(ch) - 97] += 1
+    return {"obs": x}
+
+
+def _text_pool(n: int, seed: int):
+    from prefrl.core.types import TextItems
+
+    rng = np.random.default_rng(seed)
+    words = ["good", "great", "bad", "awful", "fine", "okay"]
+    comps = [" ".join(rng.choice(words, 4)) for _ in range(n)]
+    score = np.array([sum(w in ("good", "great") for w in c.split()) - sum(w in ("bad", "awful") for w in c.split())
+                      for c in comps], np.float32)
+    prompts = ["The food was"] * n
+    return TextItems(prompts, comps, _bag_of_letters(prompts, comps), score + 0.01 * rng.random(n))
+
+
+def test_a_text_learner_plugs_into_the_same_engine(tmp_path):
+    from prefrl.core.nets import InputSpec, RewardModelConfig
+
+    with PreferenceStore(tmp_path) as store:
+        rng = np.random.default_rng(0)
+        cfg = PrefsConfig(labels=120, retrain_fraction=0.0, reward_epochs=10)
+        ens = RewardEnsemble(InputSpec(obs_shape=(26,)), RewardModelConfig(hidden=(16,), use_actions=False, members=2))
+        oracle = open_oracle("synthetic", store, rng)
+        eng = LabelingEngine(store, oracle, RewardTrainer(ens, RewardTrainConfig(epochs=10, batch_size=16), rng),
+                             cfg.schedule(TOTAL), cfg, rng, encode_texts=_bag_of_letters)
+        eng.ask_initial(_text_pool(60, 0))
+        eng.refit(30)
+        for k, t in enumerate(range(2000, TOTAL + 1, 2000)):
+            eng.step(t, _text_pool(60, k + 1))
+        assert store.count_judgments() == 120
+        assert all(store.is_text(i) for j in store.judgments() for i in (j.left, j.right))
+        held = _text_pool(200, 99)
+        pred = eng.ensemble.predict_clip_returns(held.model_inputs()).mean(axis=1)
+        i, j = np.triu_indices(len(held), 1)
+        strict = np.abs(held.scores[i] - held.scores[j]) > 0.5
+        acc = np.mean(((pred[i] - pred[j]) * (held.scores[i] - held.scores[j]) > 0)[strict])
+        assert acc > 0.85, acc
