@@ -477,6 +477,7 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
         callback = PebbleCallback(engine, wrapper, progress, clock, None, cfg.checkpoint_every, bar, sac,
                                   task.prefs.initial_epochs, cfg.initial_wait_s, pretrained=pretrained,
                                   next_feedback=phase.get("next_feedback"), start=done_steps)
+        callback.report = EngineReport(timesteps=done_steps, labels=engine.store.count_judgments())
 
         def checkpoint() -> None:
             if callback.pretrained:  # before the first fit the model is untrained: nothing to keep

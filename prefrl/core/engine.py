@@ -54,13 +54,14 @@ class PrefsConfig:
     rate_horizon: float = 2e6
     """Label rate decays as H / (T + H) with T env steps (Christiano, MuJoCo: H = 2e6)."""
     query: str = "disagreement"
-    """Query selection: `disagreement` or `random`."""
+    """Query selection: `disagreement` (variance of P(left) across members), `entropy` (entropy of
+    the members' mean P(left), PEBBLE) or `random`."""
     pool_size: int = 500
     """Recent clips kept as query candidates (Christiano: clips of recent trajectories)."""
     pool_mib: float | None = None
     """Memory cap of the clip pool in MiB: it keeps min(pool_size, cap / bytes per clip) clips (None: no cap)."""
     pool_factor: int = 10
-    """Candidate pairs drawn per query for disagreement selection."""
+    """Candidate pairs drawn per query for disagreement and entropy selection."""
     reward_epochs: int = 5
     """Reward-model epochs per refit during training (warm-started)."""
     retrain_fraction: float = 0.05
