@@ -172,6 +172,9 @@ class EvalCommand:
     """Write RUN_DIR/videos/eval.mp4 of the first episode."""
     stochastic: bool = False
     """Sample actions instead of taking the policy's mean/mode."""
+    reward_check: bool = False
+    """Also score the reward model on fresh clips of the agent's own (sampled) behaviour: pairwise
+    accuracy and Spearman correlation against the true clip returns."""
 
     def run(self) -> dict:
         from prefrl.control.envs import ensure_headless_rendering
@@ -183,6 +186,12 @@ class EvalCommand:
         print(f"true return over {self.episodes} episodes: {out['return_mean']:.2f} +- {out['return_std']:.2f}")
         if out.get("video"):
             print(f"video: {out['video']}")
+        if self.reward_check:
+            from prefrl.control.diagnose import reward_check
+
+            out["reward_check"] = rc = reward_check(self.run_dir)
+            print(f"reward model on {rc['clips']} fresh on-policy clips: pair accuracy {rc['accuracy']:.3f} "
+                  f"({rc['pairs']} pairs), Spearman {rc['spearman']:.3f}")
         return out
 
 

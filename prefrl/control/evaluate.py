@@ -15,26 +15,23 @@ from prefrl.viz import write_video
 VIDEO_FPS_TARGET = 30
 
 
-def evaluate_run(run_dir: str | Path, episodes: int = 5, video: bool = False, video_path: str | Path | None = None,
-                 deterministic: bool = True) -> dict:
-    """Run the saved agent for ``episodes`` episodes; returns true returns (and the video path).
+def open_agent(run_dir: str | Path, seed_offset: int = 20_000, render: bool = False, wrap=None):
+    """The saved agent of a run on a fresh single env: ``(cfg, env, model)``.
 
-    The policy sees observations normalised with the statistics saved at training time.
-    The video shows the first episode (frames subsampled to ~30 fps of real time).
+    The policy sees observations normalised with the statistics saved at training time
+    (VecNormalize frozen, rewards untouched). ``wrap`` may wrap the raw vector env first
+    (beneath VecNormalize), e.g. a clip collector.
     """
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from prefrl.control.envs import env_dt, make_vec_env
     from prefrl.control.agent import build_ppo, load_agent_checkpoint, set_vecnorm_state
+    from prefrl.control.envs import make_vec_env
     from prefrl.core.utils import set_torch_threads
 
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise PrefrlError(f"`--episodes` must be an integer >= 1, got {episodes!r}")
     set_torch_threads()
-    run_dir = Path(run_dir)
     cfg = load_run_config(run_dir)
     rd = RunDir(run_dir)
-    sac = cfg.task.algo == "sac"  # PEBBLE (issue 14): a SAC agent.pt
+    sac = cfg.task.algo == "sac"  # PEBBLE: a SAC agent.pt
     if sac:
         from prefrl.control.sac import build_sac_for_eval, load_sac_checkpoint
 
@@ -42,16 +39,34 @@ def evaluate_run(run_dir: str | Path, episodes: int = 5, video: bool = False, vi
     else:
         ckpt = load_agent_checkpoint(rd.agent)
     env_cfg = dataclasses.replace(cfg.task.env, n_envs=1, render_size=max(cfg.task.env.render_size, 256))
-    venv = make_vec_env(env_cfg, cfg.seed + 20_000, render=video)
-    env = venv
+    venv = make_vec_env(env_cfg, cfg.seed + seed_offset, render=render)
+    env = wrap(venv) if wrap is not None else venv
     if ckpt["vecnorm"] is not None:
-        env = VecNormalize(venv, norm_obs=cfg.task.env.normalize_obs, norm_reward=False, training=False)
+        env = VecNormalize(env, norm_obs=cfg.task.env.normalize_obs, norm_reward=False, training=False)
         set_vecnorm_state(env, ckpt["vecnorm"])
     if sac:
         model = build_sac_for_eval(cfg.task.sac, env, cfg.seed, ckpt)
     else:
         model = build_ppo(cfg.task.ppo, env, cfg.seed)
         model.policy.load_state_dict(ckpt["policy"])
+    return cfg, env, model
+
+
+def evaluate_run(run_dir: str | Path, episodes: int = 5, video: bool = False, video_path: str | Path | None = None,
+                 deterministic: bool = True) -> dict:
+    """Run the saved agent for ``episodes`` episodes; returns true returns (and the video path).
+
+    The policy sees observations normalised with the statistics saved at training time.
+    The video shows the first episode (frames subsampled to ~30 fps of real time).
+    """
+    from prefrl.control.envs import env_dt
+
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise PrefrlError(f"`--episodes` must be an integer >= 1, got {episodes!r}")
+    run_dir = Path(run_dir)
+    rd = RunDir(run_dir)
+    cfg, env, model = open_agent(run_dir, render=video)
+    env_cfg = cfg.task.env
     returns, frames = [], []
     obs = env.reset()
     max_steps = 100_000 * episodes  # guard: an env that never ends must not run (and buffer frames) forever

@@ -154,6 +154,16 @@ class RewardEnsemble(nn.Module):
             return np.zeros((0, self.n_members), np.float32)
         return np.concatenate(out).astype(np.float32)
 
+    def update_input_normalisation(self, inputs: ArrayBatch) -> None:
+        """Set every member's input standardisation from the clips given (members whose net kind
+        has one, e.g. the MLP's ``normalize_inputs``); frozen until the next call."""
+        setters = [m.set_input_stats for m in self.members if hasattr(m, "set_input_stats")]
+        if not setters or len(next(iter(inputs.values()))) == 0:
+            return
+        batch = self.to_tensors(inputs)
+        for set_stats in setters:
+            set_stats(batch)
+
     def update_normalisation(self, inputs: ArrayBatch, batch_size: int = 256) -> None:
         """Set each member's per-step mean/std from the clips given (recent data)."""
         n = len(next(iter(inputs.values())))
@@ -210,6 +220,7 @@ class RewardEnsemble(nn.Module):
         try:
             cfg = json.loads(ckpt["config_json"])
             net = {**cfg["net"], "members": cfg["n_members"], "target_std": cfg["target_std"]}
+            net.setdefault("normalize_inputs", False)  # saved before input standardisation existed
             ens = RewardEnsemble(InputSpec.from_dict(cfg["spec"]), RewardModelConfig.from_dict(net))
             ens.load_state_dict(ckpt["state_dict"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:

@@ -71,6 +71,13 @@ class RewardModelConfig:
     """Dropout probability after each hidden layer (Christiano et al. used 0.5 on Atari)."""
     use_actions: bool = True
     """Feed actions to the net (r(o, a)); False gives a state-only reward r(o) (Christiano's Atari predictor)."""
+    normalize_inputs: bool = True
+    """MLP: standardise the input features (flattened obs, encoded actions) with a per-feature
+    mean/std set from the labeled clips before each fit, frozen in between and saved with the
+    model (raw MuJoCo features differ in scale by orders of magnitude)."""
+    action_squares: bool = False
+    """MLP with continuous actions: also feed the squared actions, a quadratic control-cost
+    feature (MuJoCo rewards subtract c * |a|^2; on Reacher it is 2/3 of a random clip's cost)."""
     members: int = 3
     """Ensemble size (Christiano et al.: 3); each member trains on its own bootstrap sample."""
     target_std: float = 1.0
@@ -155,14 +162,43 @@ class MLPRewardNet(nn.Module):
         act_dim = 0
         if cfg.use_actions:
             act_dim = spec.act_n if spec.act_n is not None else int(torch.tensor(spec.act_shape).prod().item() or 1)
-        self.body = mlp(obs_dim + act_dim, cfg.hidden, 1, cfg.dropout)
+        self.action_squares = cfg.action_squares and cfg.use_actions and spec.act_n is None
+        if self.action_squares:
+            act_dim *= 2
+        self.in_dim = obs_dim + act_dim
+        self.body = mlp(self.in_dim, cfg.hidden, 1, cfg.dropout)
+        self.normalize_inputs = cfg.normalize_inputs
+        if self.normalize_inputs:
+            self.register_buffer("in_mean", torch.zeros(self.in_dim))
+            self.register_buffer("in_std", torch.ones(self.in_dim))
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T, D) raw input features: flattened obs, then encoded actions (and their squares)."""
         obs = batch["obs"]
         b, t = obs.shape[:2]
         x = obs.float().reshape(b, t, -1)  # (B, T, obs_dim)
         if self.use_actions:
-            x = torch.cat([x, encode_actions(batch["acts"], self.spec)], dim=-1)
+            a = encode_actions(batch["acts"], self.spec)
+            x = torch.cat([x, a, a * a] if self.action_squares else [x, a], dim=-1)
+        return x
+
+    def set_input_stats(self, inputs: dict[str, torch.Tensor], min_std: float = 1e-3) -> None:
+        """Freeze the input standardisation at the per-feature mean/std over every step of ``inputs``
+        (no-op unless ``normalize_inputs``)."""
+        if not self.normalize_inputs:
+            return
+        with torch.no_grad():
+            x = self.features(inputs)
+            x = x.reshape(-1, x.shape[-1])
+            mean = x.mean(dim=0)
+            std = x.std(dim=0).nan_to_num(1.0).clamp_min(min_std) if len(x) > 1 else torch.ones_like(mean)
+        self.in_mean.copy_(mean)
+        self.in_std.copy_(std)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = self.features(batch)
+        if self.normalize_inputs:
+            x = (x - self.in_mean) / self.in_std
         return self.body(x).squeeze(-1)  # (B, T)
 
     @staticmethod
@@ -180,13 +216,20 @@ class MLPRewardNet(nn.Module):
             w = np.stack([lin[depth].weight.detach().cpu().numpy().T for lin in linears]).astype(np.float32)
             b = np.stack([lin[depth].bias.detach().cpu().numpy()[None] for lin in linears]).astype(np.float32)
             layers.append((w, b))
-        spec, use_actions = members[0].spec, members[0].use_actions
+        spec, use_actions, squares = members[0].spec, members[0].use_actions, members[0].action_squares
+        in_norm = None  # (M, 1, D) mean and 1/std of each member's input standardisation
+        if members[0].normalize_inputs:
+            in_norm = (np.stack([m.in_mean.detach().cpu().numpy()[None] for m in members]).astype(np.float32),
+                       np.stack([1.0 / m.in_std.detach().cpu().numpy()[None] for m in members]).astype(np.float32))
 
         def fn(obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
             x = np.asarray(obs, np.float32).reshape(len(obs), -1)
             if use_actions:
-                x = np.concatenate([x, encode_actions_np(np.asarray(acts), spec)], axis=1)
+                a = encode_actions_np(np.asarray(acts), spec)
+                x = np.concatenate([x, a, a * a] if squares else [x, a], axis=1)
             h = x[None]  # (1, B, D) broadcast over members
+            if in_norm is not None:
+                h = (h - in_norm[0]) * in_norm[1]  # (M, B, D), as forward()
             for k, (w, b) in enumerate(layers):
                 h = h @ w + b  # (M, B, out)
                 if k < len(layers) - 1:

@@ -1,11 +1,17 @@
 """Fit a reward ensemble on comparisons (Christiano et al. 2017, section 2.2.3).
 
-- Held-out validation: a fixed fraction (1/e) of comparisons never trains; the split
-  is stable as data grows (comparison i is always on the same side).
-- Each member trains on its own bootstrap sample of the training comparisons.
+- ``validation="oob"`` (the default): every labeled comparison trains; member i trains on a
+  Poisson(1) bootstrap of all comparisons, stable as data grows, and validates and
+  early-stops on its own out-of-bag ones (1/e of them per member, as Christiano et al. hold
+  out 1/e per predictor). An ensemble of one falls back to ``shared``.
+- ``validation="shared"``: a fixed fraction (1/e) of comparisons never trains; the split is
+  stable as data grows (comparison i is always on the same side); each member trains on its
+  own bootstrap sample of the rest.
+- Input standardisation (``RewardModelConfig.normalize_inputs``) is set from the labeled
+  clips before each fit and frozen in between.
 - L2 regularisation whose coefficient adapts so that validation loss stays between
   1.1x and 1.5x training loss (the paper's rule), plus optional dropout in the net.
-- Early stopping on validation loss; the best weights are kept.
+- Early stopping on validation loss (per member with ``oob``); the best weights are kept.
 """
 
 from __future__ import annotations
@@ -45,13 +51,19 @@ class RewardTrainConfig:
     bootstrap: bool = True
     """Each member trains on its own bootstrap sample of the training comparisons."""
     split_seed: int = 12345
-    """Seed of the train/val split (fixed, so the split is stable as data grows)."""
+    """Seed of the train/val split and of the out-of-bag bags (fixed, so they are stable as data grows)."""
+    validation: str = "oob"
+    """`oob`: every labeled comparison trains; each member validates and early-stops on its own
+    out-of-bag comparisons (1/e per member, Christiano et al.'s per-predictor hold-out; needs >= 2
+    members, else `shared`). `shared`: one held-out split (``val_fraction``) that trains no member."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise PrefrlError(f"`val_fraction` must be in [0, 1), got {self.val_fraction}")
         if self.batch_size < 1 or self.epochs < 1:
             raise PrefrlError("`batch_size` and `epochs` must be >= 1")
+        if self.validation not in ("shared", "oob"):
+            raise PrefrlError(f"`validation` must be `shared` or `oob`, got `{self.validation}`")
 
 
 def val_mask(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -88,6 +100,25 @@ class RewardTrainer:
             torch.optim.Adam(m.parameters(), lr=self.cfg.lr, weight_decay=self.l2) for m in ensemble.members
         ]
         self.comparisons_seen = 0
+
+    def _prepare(self, inputs: ArrayBatch, comps: Comparisons) -> None:
+        """Before a fit: set the input standardisation (if the nets have one) from the labeled clips."""
+        used = np.unique(np.concatenate([comps.left, comps.right]))
+        self.ensemble.update_input_normalisation({k: v[used] for k, v in inputs.items()})
+
+    def _member_eval(self, i: int, inputs: ArrayBatch, comps: Comparisons) -> tuple[float, float, float]:
+        """(loss, accuracy and mean margin on strict preferences) of member i, no grad, eval mode."""
+        with self.ensemble.evaluating():
+            loss = float(self._member_loss(i, inputs, comps))
+            both = np.concatenate([comps.left, comps.right])
+            rets = self.ensemble.member_clip_returns(i, self._batch(inputs, both)).cpu().numpy()
+        b = len(comps)
+        diff = rets[:b] - rets[b:]
+        strict = comps.label != 0.5
+        sign = np.where(comps.label > 0.5, 1.0, -1.0)
+        acc = float(((diff * sign) > 0)[strict].mean()) if strict.any() else float("nan")
+        margin = float((diff * sign)[strict].mean()) if strict.any() else float("nan")
+        return loss, acc, margin
 
     def _batch(self, inputs: ArrayBatch, idx: np.ndarray) -> dict[str, torch.Tensor]:
         return self.ensemble.to_tensors({k: v[idx] for k, v in inputs.items()})
@@ -140,6 +171,8 @@ class RewardTrainer:
         """
         n_clips = len(next(iter(inputs.values())))
         comps_all = comparisons
+        if self.cfg.validation == "oob" and self.ensemble.n_members > 1:
+            return self._fit_oob(inputs, comparisons, n_clips, epochs)
         mask = val_mask(len(comps_all), self.cfg.val_fraction, self.cfg.split_seed)
         labeled = ~np.isnan(comps_all.label)
         train = comps_all[mask.__invert__() & labeled]
@@ -154,6 +187,7 @@ class RewardTrainer:
             raise PrefrlError(f"comparison refers to clip {int(bad[0])}, but only {n_clips} clips were given (0..{n_clips - 1})")
         epochs = epochs or self.cfg.epochs
         cfg = self.cfg
+        self._prepare(inputs, comps_all[labeled])
         n = len(train)
         boots = [
             self.rng.integers(0, n, n) if cfg.bootstrap and self.ensemble.n_members > 1 else np.arange(n)
@@ -200,6 +234,85 @@ class RewardTrainer:
         }
         for k, v in self.evaluate(inputs, val if len(val) else train).items():
             metrics[f"reward/{'val' if len(val) else 'train'}/{k}"] = v
+        return metrics
+
+    def _fit_oob(self, inputs: ArrayBatch, comps_all: Comparisons, n_clips: int, epochs: int | None) -> dict[str, float]:
+        """``fit`` with per-member out-of-bag validation (``validation = "oob"``)."""
+        cfg = self.cfg
+        comps = comps_all.labeled()
+        n = len(comps)
+        if n == 0:
+            raise PrefrlError("no labeled comparisons to train on (all are skips, or the dataset is empty)")
+        used = np.concatenate([comps.left, comps.right])
+        bad = used[(used < 0) | (used >= n_clips)]
+        if len(bad):
+            raise PrefrlError(f"comparison refers to clip {int(bad[0])}, but only {n_clips} clips were given (0..{n_clips - 1})")
+        self._prepare(inputs, comps)
+        epochs = epochs or cfg.epochs
+        # Poisson(1) bootstrap counts per (member, comparison): prefix-stable as data grows, so a
+        # comparison that trained a member (warm-started) never later validates it.
+        bags, oobs = [], []
+        for i in range(self.ensemble.n_members):
+            counts = np.random.default_rng([cfg.split_seed, i]).poisson(1.0, size=n)
+            bags.append(np.repeat(np.arange(n), counts))
+            oobs.append(np.flatnonzero(counts == 0))
+        m_count = self.ensemble.n_members
+        best = [float("inf")] * m_count
+        best_state: list[dict | None] = [None] * m_count
+        bad_epochs = [0] * m_count
+        active = [len(b) > 0 for b in bags]
+        last_train = [float("nan")] * m_count
+        t0, steps_done = time.perf_counter(), 0
+        self.ensemble.train()
+        for _epoch in range(epochs):
+            if not any(active):
+                break
+            tr, va = [], []
+            for i, opt in enumerate(self.optimizers):
+                if not active[i]:
+                    continue
+                order = bags[i][self.rng.permutation(len(bags[i]))]
+                losses = []
+                for s in range(0, len(order), cfg.batch_size):
+                    loss = self._member_loss(i, inputs, comps[order[s : s + cfg.batch_size]])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    losses.append(loss.item())
+                steps_done += len(order)
+                last_train[i] = float(np.mean(losses))
+                if len(oobs[i]) == 0:
+                    continue
+                vl = self._member_eval(i, inputs, comps[oobs[i]])[0]
+                tr.append(last_train[i])
+                va.append(vl)
+                if vl < best[i] - 1e-4:
+                    best[i], bad_epochs[i] = vl, 0
+                    best_state[i] = {k: v.clone() for k, v in self.ensemble.members[i].state_dict().items()}
+                else:
+                    bad_epochs[i] += 1
+                    if bad_epochs[i] >= cfg.patience:
+                        active[i] = False
+            self.ensemble.train()
+            if cfg.adaptive_l2 and va:
+                self._adapt_l2(float(np.mean(tr)), float(np.mean(va)))
+        for i, st in enumerate(best_state):
+            if st is not None:
+                self.ensemble.members[i].load_state_dict(st)
+        elapsed = time.perf_counter() - t0
+        self.comparisons_seen = len(comps_all)
+        metrics = {
+            "reward/train/loss": float(np.nanmean(last_train)),
+            "reward/l2": self.l2,
+            "reward/comparisons": float(len(comps_all)),
+            "reward/labeled": float(n),
+            "reward/comparisons_per_s": steps_done / max(elapsed, 1e-9),
+        }
+        evals = [self._member_eval(i, inputs, comps[o]) for i, o in enumerate(oobs) if len(o)]
+        if evals:
+            metrics["reward/val/loss"] = float(np.mean([e[0] for e in evals]))
+            metrics["reward/val/accuracy"] = float(np.nanmean([e[1] for e in evals]))
+            metrics["reward/val/margin"] = float(np.nanmean([e[2] for e in evals]))
         return metrics
 
     def _adapt_l2(self, train_loss: float, val_loss: float) -> None:

@@ -74,7 +74,9 @@ class RunSpec:
     """One run of a sweep.
 
     Attributes:
-        task: preset name (see `prefrl tasks`) or path to a .toml preset.
+        task: preset name (see `prefrl tasks`) or path to a .toml preset, optionally followed by
+            ``@VARIANT``: the same preset with other overrides gets its own runs and curves
+            (``inverted-pendulum@oob``; ablations).
         arm: the reward arm.
         seed: seed of env, PPO, reward model and oracle.
         steps: env steps (None: the preset's).
@@ -91,8 +93,18 @@ class RunSpec:
     eval_episodes: int = 10
 
     @property
+    def preset(self) -> str:
+        """The preset name or path, without a ``@VARIANT`` label."""
+        return self.task.split("@", 1)[0]
+
+    @property
+    def variant(self) -> str:
+        return self.task.split("@", 1)[1] if "@" in self.task else ""
+
+    @property
     def task_name(self) -> str:
-        return Path(self.task).stem if self.task.endswith(".toml") else self.task
+        base = Path(self.preset).stem if self.preset.endswith(".toml") else self.preset
+        return f"{base}@{self.variant}" if self.variant else base
 
     @property
     def key(self) -> str:
@@ -109,7 +121,7 @@ class RunSpec:
         overrides = self.overrides
         if self.arm.reward == "learned" and self.arm.labels is not None:
             overrides = {**overrides, "prefs": {**overrides.get("prefs", {}), "labels": self.arm.labels}}
-        return load_task(self.task).with_overrides(overrides, where=f"{self.key} (preset `{self.task}` + overrides)")
+        return load_task(self.preset).with_overrides(overrides, where=f"{self.key} (preset `{self.preset}` + overrides)")
 
     def run_config(self, root: str | Path):
         from prefrl.control.config import RunConfig
@@ -138,8 +150,8 @@ class Grid:
     """tasks x arms x seeds.
 
     Attributes:
-        tasks: preset name -> overrides for that task (nested like the TOML; may hold
-            a top-level ``steps`` that sets the env steps of that task's runs).
+        tasks: preset name (or ``NAME@VARIANT``) -> overrides for that task (nested like the
+            TOML; may hold a top-level ``steps`` that sets the env steps of that task's runs).
         arms: the arms (curves) every task gets.
         seeds: seeds.
         steps: env steps of every run (None: each preset's, unless the task sets ``steps``).

@@ -10,7 +10,7 @@ import torch
 
 from conftest import TINY_NET, TOY_SPEC
 from prefrl.core.ensemble import RewardEnsemble
-from prefrl.core.nets import InputSpec
+from prefrl.core.nets import InputSpec, RewardModelConfig
 from prefrl.core.query import disagreement, random_pairs, select_pairs
 from prefrl.core.trainer import RewardTrainConfig, RewardTrainer, val_mask
 from prefrl.core.toy import toy_clips, toy_dataset
@@ -190,3 +190,47 @@ def test_selection_falls_back_to_random_and_respects_exclude(rng: np.random.Gene
     assert len(got) == 13 and not got & asked  # all 15 unordered pairs minus the 2 asked
     with pytest.raises(PrefrlError, match="unknown query selection"):
         select_pairs("entropyy", 5, clips.model_inputs(), rng)
+
+
+def test_oob_validation_trains_every_member_on_its_own_bag_and_ranks(rng: np.random.Generator) -> None:
+    """validation="oob": all labels train, each member early-stops on its own out-of-bag share."""
+    clips, comps = toy_dataset(200, 400, seed=0)
+    model = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=3))
+    metrics = RewardTrainer(model, RewardTrainConfig(validation="oob"), rng).fit(clips.model_inputs(), comps)
+    assert held_out_pair_accuracy(model, seed=1000) >= 0.90
+    assert metrics["reward/val/accuracy"] >= 0.85 and metrics["reward/labeled"] == 400
+    with pytest.raises(PrefrlError, match="validation"):
+        RewardTrainConfig(validation="nope")
+
+
+def test_input_normalisation_fast_path_matches_and_survives_save(tmp_path, rng: np.random.Generator) -> None:
+    """normalize_inputs: stats set at fit from the labeled clips, used by step_fn, saved as buffers
+    (also with squared-action features); a checkpoint saved before the option existed still loads."""
+    clips, comps = toy_dataset(60, 120, seed=4)
+    inputs = {k: v * 50.0 + 3.0 if k == "obs" else v for k, v in clips.model_inputs().items()}
+    for squares in (False, True):
+        net = RewardModelConfig(hidden=(16,), normalize_inputs=True, action_squares=squares, members=2)
+        model = RewardEnsemble(TOY_SPEC, net)
+        RewardTrainer(model, RewardTrainConfig(epochs=2, validation="oob"), rng).fit(inputs, comps)
+        mean = model.members[0].in_mean.numpy()
+        used = np.unique(np.concatenate([comps.left, comps.right]))  # the labeled clips
+        assert np.allclose(mean[:4], inputs["obs"][used].reshape(-1, 4).mean(0), atol=1e-3)
+        model.update_normalisation(inputs)
+        obs, acts = inputs["obs"][:, 0], inputs["acts"][:, 0]
+        np.testing.assert_allclose(model.step_fn()(obs, acts), model.predict_step(obs, acts), rtol=1e-4, atol=1e-4)
+        model.save(tmp_path / "m.pt")
+        again = RewardEnsemble.load(tmp_path / "m.pt")
+        np.testing.assert_allclose(again.step_fn()(obs, acts), model.step_fn()(obs, acts), rtol=1e-5, atol=1e-5)
+    # an old checkpoint (no normalize_inputs in its config, no in_mean buffers) loads as raw inputs
+    import json
+
+    import torch
+
+    old = RewardEnsemble(TOY_SPEC, RewardModelConfig(hidden=(8,), normalize_inputs=False, members=1))
+    old.save(tmp_path / "old.pt")
+    ck = torch.load(tmp_path / "old.pt", weights_only=True)
+    cfg = json.loads(ck["config_json"])
+    del cfg["net"]["normalize_inputs"], cfg["net"]["action_squares"]
+    ck["config_json"] = json.dumps(cfg)
+    torch.save(ck, tmp_path / "old.pt")
+    assert not RewardEnsemble.load(tmp_path / "old.pt").members[0].normalize_inputs
