@@ -18,7 +18,8 @@ clips (imitation: "fragments"), with as much in common as the two libraries allo
 What stays each library's own: when the reward model is refit (prefrl: between PPO rollouts
 when labels grew by 5%; imitation: every iteration, `--iterations` of them, each followed by
 an equal share of the agent's training), its training
-(prefrl: 1/e held out, adaptive L2, early stopping, 40 epochs at first then 5 warm-started;
+(prefrl: each member validated and early-stopped on its own out-of-bag 1/e, standardised inputs,
+adaptive L2, 40 epochs at first then 5 warm-started;
 imitation: 5 epochs per iteration, x8 on the first), and reward normalisation (prefrl:
 per-member output normalisation; imitation: none beyond VecNormalize).
 

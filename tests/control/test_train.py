@@ -289,3 +289,11 @@ def test_inverted_pendulum_learns_from_100_labels(tmp_path: Path):
     from prefrl.control.diagnose import reward_check
 
     assert reward_check(tmp_path / "run")["accuracy"] > 0.55  # 0.65 on the final agent's own clips
+
+
+def test_a_run_dir_that_is_a_file_is_refused(tiny_preset: Path, tmp_path: Path):
+    f = tmp_path / "taken"
+    f.write_text("not a directory")
+    with pytest.raises(PrefrlError, match="exists and is not a directory"):
+        main(["train", "--task", str(tiny_preset), "--run-dir", str(f), "--steps", "1024", "--labels", "20"])
+    assert f.read_text() == "not a directory"
