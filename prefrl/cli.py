@@ -8,7 +8,6 @@ line as ``prefrl: error: ...`` with exit code 2 and no traceback.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -7,8 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.control.config import load_run_config
-from prefrl.core.rundir import RunDir
+from prefrl.control.agent import (
+    build_ppo,
+    build_sac_for_eval,
+    load_agent_checkpoint,
+    load_sac_checkpoint,
+    set_vecnorm_state,
+)
+from prefrl.control.config import RunConfig, load_run_config
+from prefrl.core.rundir import Meta, RunDir
 from prefrl.core.types import PrefrlError
 from prefrl.viz import write_video
 
@@ -24,7 +31,6 @@ def open_agent(run_dir: str | Path, seed_offset: int = 20_000, render: bool = Fa
     """
     from stable_baselines3.common.vec_env import VecNormalize
 
-    from prefrl.control.agent import build_ppo, load_agent_checkpoint, set_vecnorm_state
     from prefrl.control.envs import make_vec_env
     from prefrl.core.utils import set_torch_threads
 
@@ -33,8 +39,6 @@ def open_agent(run_dir: str | Path, seed_offset: int = 20_000, render: bool = Fa
     rd = RunDir(run_dir)
     sac = cfg.task.algo == "sac"  # PEBBLE: a SAC agent.pt
     if sac:
-        from prefrl.control.sac import build_sac_for_eval, load_sac_checkpoint
-
         ckpt = load_sac_checkpoint(rd.agent)
     else:
         ckpt = load_agent_checkpoint(rd.agent)
@@ -90,3 +94,36 @@ def evaluate_run(run_dir: str | Path, episodes: int = 5, video: bool = False, vi
         write_video(path, frames[::stride], fps=(1 / dt) / stride)
         out["video"] = str(path)
     return out
+
+
+def finish_arm(cfg: RunConfig, rd: RunDir, model, env, engine, store, wall: float, algo: str | None = None) -> dict:
+    """The end of one arm (PPO or SAC): summary.json, the store marked finished, the final evaluation.
+
+    ``summary["labels"]`` is the number of judgments the saved reward model was fit on
+    (``engine.labels_at_fit``), so the summary and the model always agree.
+    """
+    ep_true = [ep["r"] for ep in (model.ep_info_buffer or [])]  # None when a resume had no steps left
+    learned = cfg.reward == "learned"
+    summary = {
+        "task": cfg.task.name,
+        **({"algo": algo} if algo else {}),
+        "reward": cfg.reward,
+        "oracle": cfg.oracle if learned else None,
+        "seed": cfg.seed,
+        "timesteps": int(model.num_timesteps),
+        "labels": engine.labels_at_fit if engine is not None else 0,
+        "true_return_mean": float(np.mean(ep_true)) if ep_true else None,
+        "wall_s": round(wall, 2),
+    }
+    if store is not None:
+        store.set_meta(Meta.STATUS.value, "finished")
+        store.cancel_pending()
+        store.close()
+    env.close()
+    if cfg.eval_episodes > 0:
+        ev = evaluate_run(rd.path, episodes=cfg.eval_episodes, video=cfg.video)
+        summary["eval_return_mean"] = ev["return_mean"]
+        if ev.get("video"):
+            summary["video"] = ev["video"]
+    rd.write_summary(summary)
+    return summary

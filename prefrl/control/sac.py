@@ -38,18 +38,24 @@ import torch
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 
-from prefrl.control.agent import set_vecnorm_state, vecnorm_state, wrap_normalize
+from prefrl.control.agent import (
+    build_sac,
+    load_sac_checkpoint,
+    restore_sac_agent,
+    save_sac_agent,
+    wrap_normalize,
+)
+from prefrl.control.evaluate import finish_arm
 from prefrl.control.callbacks import PROGRESS_FIELDS, PreferenceCallback, ProgressBar, ProgressCallback, WallClock, rollout_total
 from prefrl.control.config import RunConfig, clip_length
 from prefrl.control.envs import make_vec_env
 from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv, RewardFn
 from prefrl.control.tasks import SACConfig
 from prefrl.core.engine import EngineReport, LabelingEngine
-from prefrl.core.rundir import Meta, ProgressLog, RunDir
+from prefrl.core.rundir import ProgressLog, RunDir
 from prefrl.core.store import PreferenceStore
 from prefrl.core.types import PrefrlError
 
-SAC_AGENT_FORMAT = "prefrl.sac_agent/1"
 REPLAY_FILE = "replay.npz"
 REPLAY_FORMAT = "prefrl.replay/1"
 RELABEL_CHUNK = 65_536
@@ -206,19 +212,6 @@ class PebbleReplayBuffer(ReplayBuffer):
 
 
 # ---- SAC -------------------------------------------------------------------------------------
-def build_sac(sac: SACConfig, env, seed: int, tb_dir: str | None = None, buffer_size: int | None = None):
-    """SB3 SAC with the preset's hyperparameters and a ``PebbleReplayBuffer`` (CPU, quiet)."""
-    from stable_baselines3 import SAC
-
-    return SAC(
-        "MlpPolicy", env, learning_rate=sac.learning_rate, buffer_size=buffer_size or sac.buffer_size,
-        learning_starts=sac.learning_starts, batch_size=sac.batch_size, tau=sac.tau, gamma=sac.gamma,
-        train_freq=sac.train_freq, gradient_steps=sac.gradient_steps, ent_coef=sac.ent_coef,
-        replay_buffer_class=PebbleReplayBuffer, policy_kwargs={"net_arch": list(sac.net_arch)},
-        seed=seed, tensorboard_log=tb_dir, verbose=0, device="cpu",
-    )
-
-
 def reset_critic(model) -> None:
     """Re-initialise both critics and the critic optimiser (PEBBLE, after unsupervised pre-training)."""
     for m in model.critic.modules():
@@ -228,67 +221,6 @@ def reset_critic(model) -> None:
     pol = model.policy
     model.critic.optimizer = pol.optimizer_class(model.critic.parameters(), lr=model.lr_schedule(1),
                                                  **pol.optimizer_kwargs)
-
-
-def save_sac_agent(path: Path, model, env, wall_s: float, pebble: dict | None = None) -> None:
-    """Write ``agent.pt`` (format ``prefrl.sac_agent/1``) atomically."""
-    ckpt = {
-        "format": SAC_AGENT_FORMAT,
-        "actor": model.actor.state_dict(),
-        "critic": model.critic.state_dict(),
-        "critic_target": model.critic_target.state_dict(),
-        "actor_optimizer": model.actor.optimizer.state_dict(),
-        "critic_optimizer": model.critic.optimizer.state_dict(),
-        "log_ent_coef": model.log_ent_coef.detach().clone() if model.log_ent_coef is not None else None,
-        "ent_coef_optimizer": model.ent_coef_optimizer.state_dict() if model.ent_coef_optimizer is not None else None,
-        "num_timesteps": int(model.num_timesteps),
-        "n_updates": int(model._n_updates),
-        "vecnorm": vecnorm_state(env),
-        "wall_s": float(wall_s),
-        "pebble_json": json.dumps(pebble or {}),
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
-
-
-def load_sac_checkpoint(path: Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise PrefrlError(f"{path}: no agent checkpoint (was the run started?)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise PrefrlError(f"{path}: unreadable agent checkpoint ({type(e).__name__})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != SAC_AGENT_FORMAT:
-        raise PrefrlError(f"{path}: not a prefrl SAC agent checkpoint "
-                          f"(format {ckpt.get('format') if isinstance(ckpt, dict) else None})")
-    return ckpt
-
-
-def restore_sac_agent(model, env, ckpt: dict) -> dict:
-    """Load a checkpoint into ``model``/``env``; returns PEBBLE's saved phase."""
-    model.actor.load_state_dict(ckpt["actor"])
-    model.critic.load_state_dict(ckpt["critic"])
-    model.critic_target.load_state_dict(ckpt["critic_target"])
-    model.actor.optimizer.load_state_dict(ckpt["actor_optimizer"])
-    model.critic.optimizer.load_state_dict(ckpt["critic_optimizer"])
-    if ckpt.get("log_ent_coef") is not None and model.log_ent_coef is not None:
-        with torch.no_grad():
-            model.log_ent_coef.copy_(ckpt["log_ent_coef"])
-        model.ent_coef_optimizer.load_state_dict(ckpt["ent_coef_optimizer"])
-    set_vecnorm_state(env, ckpt["vecnorm"])
-    model.num_timesteps = int(ckpt["num_timesteps"])
-    model._n_updates = int(ckpt.get("n_updates", 0))
-    model._last_obs = None  # re-reset the env at learn()
-    return json.loads(ckpt.get("pebble_json", "{}"))
-
-
-def build_sac_for_eval(sac: SACConfig, env, seed: int, ckpt: dict):
-    """A SAC whose actor is the checkpoint's (a 1-row buffer: nothing is trained)."""
-    model = build_sac(sac, env, seed, buffer_size=1)
-    model.actor.load_state_dict(ckpt["actor"])
-    return model
 
 
 # ---- callbacks -------------------------------------------------------------------------------
@@ -438,7 +370,7 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
                               max_bytes=None if mib is None else int(mib * 2**20)) if learned else None
     wrapper = LearnedRewardVecEnv(venv, None, collector)
     env = wrap_normalize(task.env, wrapper, sac.gamma)
-    model = build_sac(sac, env, cfg.seed, str(rd.tb))
+    model = build_sac(sac, env, cfg.seed, str(rd.tb), replay_buffer_class=PebbleReplayBuffer)
     buffer: PebbleReplayBuffer = model.replay_buffer  # type: ignore[assignment]
     replay_path = rd / REPLAY_FILE
 
@@ -510,29 +442,4 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
     if sac.save_buffer:
         buffer.save_npz(replay_path)
     save_sac_agent(rd.agent, model, env, wall, callback.phase() if isinstance(callback, PebbleCallback) else None)
-    ep_true = [ep["r"] for ep in (model.ep_info_buffer or [])]
-    summary = {
-        "task": task.name,
-        "algo": "sac",
-        "reward": cfg.reward,
-        "oracle": cfg.oracle if learned else None,
-        "seed": cfg.seed,
-        "timesteps": int(model.num_timesteps),
-        "labels": engine.labels_at_fit if engine is not None else 0,
-        "true_return_mean": float(np.mean(ep_true)) if ep_true else None,
-        "wall_s": round(wall, 2),
-    }
-    if store is not None:
-        store.set_meta(Meta.STATUS.value, "finished")
-        store.cancel_pending()
-        store.close()
-    env.close()
-    if cfg.eval_episodes > 0:
-        from prefrl.control.evaluate import evaluate_run
-
-        ev = evaluate_run(rd.path, episodes=cfg.eval_episodes, video=cfg.video)
-        summary["eval_return_mean"] = ev["return_mean"]
-        if ev.get("video"):
-            summary["video"] = ev["video"]
-    rd.write_summary(summary)
-    return summary
+    return finish_arm(cfg, rd, model, env, engine, store, wall, algo="sac")

@@ -16,6 +16,7 @@ from prefrl.control.agent import build_ppo, load_agent_checkpoint, restore_agent
 from prefrl.control.callbacks import PROGRESS_FIELDS, PreferenceCallback, ProgressBar, ProgressCallback, WallClock, rollout_total
 from prefrl.control.config import RunConfig, clip_length
 from prefrl.control.envs import env_dt, make_vec_env
+from prefrl.control.evaluate import finish_arm
 from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv
 from prefrl.control.sac import run_sac_arm
 from prefrl.control.tasks import TaskConfig
@@ -188,31 +189,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
                                                      "fit_judgment_id": engine.fit_judgment_id})
     wall = clock()
     save_agent(rd.agent, model, env, wall)
-    ep_true = [ep["r"] for ep in (model.ep_info_buffer or [])]  # None when a resume had no steps left
-    summary = {
-        "task": task.name,
-        "reward": cfg.reward,
-        "oracle": cfg.oracle if learned else None,
-        "seed": cfg.seed,
-        "timesteps": int(model.num_timesteps),
-        "labels": engine.labels_at_fit if engine is not None else 0,
-        "true_return_mean": float(np.mean(ep_true)) if ep_true else None,
-        "wall_s": round(wall, 2),
-    }
-    if store is not None:
-        store.set_meta(Meta.STATUS.value, "finished")
-        store.cancel_pending()
-        store.close()
-    env.close()
-    if cfg.eval_episodes > 0:
-        from prefrl.control.evaluate import evaluate_run
-
-        ev = evaluate_run(rd.path, episodes=cfg.eval_episodes, video=cfg.video)
-        summary["eval_return_mean"] = ev["return_mean"]
-        if ev.get("video"):
-            summary["video"] = ev["video"]
-    rd.write_summary(summary)
-    return summary
+    return finish_arm(cfg, rd, model, env, engine, store, wall)
 
 
 def _open_engine(cfg: RunConfig, rd: RunDir, venv, rng: np.random.Generator,

@@ -170,3 +170,25 @@ def load_dataset(root: str | Path) -> tuple[Clips, Comparisons, list[dict]]:
     if not records:
         raise PrefrlError(f"{path}: no comparisons (the file is empty)")
     return clips, Comparisons(np.array(left), np.array(right), np.array(label)), records
+
+
+def write_jsonl(path: Path | str, rows: list[dict]) -> None:
+    """Write rows as JSON lines (parent directories created), atomically: a temporary file renamed into place.
+
+    Raises:
+        PrefrlError: the file cannot be written (a full disk, no permission); nothing is left behind.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise PrefrlError(f"{path}: cannot write ({e.strerror or e})") from e

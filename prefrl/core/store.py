@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.core.dataset import write_dataset
+from prefrl.core.dataset import write_dataset, write_jsonl
 from prefrl.core.types import Clips, Comparisons, PrefrlError
 
 SCHEMA_VERSION = 3
@@ -1066,20 +1066,7 @@ class PreferenceStore:
             records.append(trl_record(pl, cl, cr, j.label))
         if out.exists() and not out.is_dir():
             raise PrefrlError(f"{out}: exists and is not a directory")
-        path = out / TEXT_PREFERENCES_FILE
-        tmp = out / f".{TEXT_PREFERENCES_FILE}.tmp"
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as f:
-                for rec in records:
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise PrefrlError(f"{out}: could not write {TEXT_PREFERENCES_FILE} ({e.strerror or e})") from e
+        write_jsonl(out / TEXT_PREFERENCES_FILE, records)
         return len(ids), len(js)
 
 

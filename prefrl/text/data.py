@@ -26,10 +26,7 @@ Every malformed line raises ``PrefrlError("FILE:LINE: ...")`` naming the field.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +35,7 @@ import numpy as np
 
 from prefrl.core.dataset import jsonl_records, short_repr
 from prefrl.core.store import STORE_FILE, PreferenceStore
+from prefrl.core.dataset import write_jsonl  # noqa: F401  (text's JSONL writer is the core's)
 from prefrl.core.types import Comparisons, PrefrlError
 
 PREF_FORMATS = ("trl", "vertex", "kwise")
@@ -261,23 +259,3 @@ def read_prompts(path: Path | str) -> list[str]:
     return out
 
 
-def write_jsonl(path: Path | str, rows: list[dict]) -> None:
-    """Write rows as JSON lines (parent directories created), atomically: a temporary file renamed into place.
-
-    Raises:
-        PrefrlError: the file cannot be written (a full disk, no permission); nothing is left behind.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise PrefrlError(f"{path}: cannot write ({e.strerror or e})") from e

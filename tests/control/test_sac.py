@@ -15,9 +15,9 @@ import torch
 
 from prefrl.cli import main
 from prefrl.control.config import RunConfig
+from prefrl.control.agent import SAC_AGENT_FORMAT
 from prefrl.control.sac import (
     REPLAY_FILE,
-    SAC_AGENT_FORMAT,
     PebbleReplayBuffer,
     StateEntropyReward,
     knn_state_entropy,
