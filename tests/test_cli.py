@@ -94,7 +94,7 @@ def bad_input_cases(tmp: Path) -> dict[str, Case]:
     cases["export-without-store"] = Case(["prefs", "export", "--run-dir", str(tmp / "norun"), "--out", str(tmp / "x")],
                                          [f"{tmp / 'norun'}:", "not a prefrl run directory"])
 
-    # Bytes no loader may turn into a traceback (issue 16).
+    # Bytes no loader may turn into a traceback.
     for name, line, expect in [
         ("non-utf8", b'{"left": 0, "right": 1, "label": 1.0, "source": "\x80"}', "not UTF-8 text (byte 0x80"),
         ("int-5000-digits", b'{"left": ' + b"1" * 5000 + b', "right": 1, "label": 1}', "not valid JSON (Exceeds the limit"),

@@ -83,7 +83,7 @@ class TrainCommand:
         if self.keep_frames:
             over["keep_frames"] = True
         top: dict = {"prefs": over} if over else {}
-        if self.algo is not None:  # issue 14
+        if self.algo is not None:
             top["algo"] = self.algo
         if top:
             task = task.with_overrides(top, where=f"task `{task.name}` with the flags given")

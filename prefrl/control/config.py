@@ -42,7 +42,7 @@ class RunConfig:
         if self.reward == "learned" and self.reward_model is None and self.task.prefs.labels == 0:
             raise PrefrlError("a learned reward with 0 labels would train the agent on an untrained reward model; "
                               "give `--labels N` (N > 0), `--reward-model PATH`, or `--reward true`")
-        if self.task.algo == "sac" and self.reward == "learned" and self.reward_model is None:  # PEBBLE (issue 14)
+        if self.task.algo == "sac" and self.reward == "learned" and self.reward_model is None:  # PEBBLE
             sac = self.task.sac
             t0 = sac.learning_starts + sac.unsupervised_steps
             if self.steps <= t0:

@@ -119,7 +119,7 @@ class PPOConfig:
             raise PrefrlError(f"[ppo] policy must be `MlpPolicy` or `CnnPolicy`, got {self.policy!r}")
 
 
-# ---- SAC / PEBBLE (issue 14) ---------------------------------------------------------------
+# ---- SAC / PEBBLE ----------------------------------------------------------------------------
 @dataclass
 class SACConfig:
     """Stable-Baselines3 SAC and PEBBLE (Lee, Smith, Abbeel 2021) settings (preset ``[sac]``, ``algo = "sac"``).

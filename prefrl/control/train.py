@@ -133,7 +133,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     if resume and rd.status() == "finished":
         print(f"{rd.path}: run already finished")
         return rd.read_summary()
-    if task.algo == "sac":  # PEBBLE (issue 14): SAC's arm lives in control/sac.py; it gets the engine wiring
+    if task.algo == "sac":  # PEBBLE: SAC's arm lives in control/sac.py; it gets the engine wiring
         return run_sac_arm(cfg, rd, resume, rng, _open_engine)
 
     venv = make_vec_env(task.env, cfg.seed, render=cfg.keep_frames and learned)

@@ -356,7 +356,7 @@ def test_a_store_from_a_newer_prefrl_is_refused(tmp_path) -> None:
         PreferenceStore(tmp_path, create=False)
 
 
-# ---- faults and bad input (issue 16) ----------------------------------------------------------
+# ---- faults and bad input -----------------------------------------------------------------------
 
 
 def _judged_store(root, n: int = 3, annotator: str = "ann") -> list[int]:
