@@ -134,21 +134,23 @@ class TrainCommand:
 
 
 def check_budget_fits(cfg) -> None:
-    """Refuse a label budget the run cannot feed: after the up-front labels, each label needs (on
-    average) a fresh clip of the agent's own experience, so labels <= initial + steps / clip length."""
+    """Refuse a label budget the run cannot feed: after the up-front labels (on random-policy
+    clips of their own), every label compares a pair of distinct clips of the agent's experience,
+    and a run of ``steps`` steps cuts at most ``steps / clip length`` clips (the pool keeps at most
+    ``pool_size``), so it cannot ask more than that many clips' distinct pairs."""
     from prefrl.control.config import clip_length
     from prefrl.control.train import check_clips_fit
 
     prefs = cfg.task.prefs
     length = clip_length(cfg.task)
     check_clips_fit(cfg.task, length)  # the plainer error first
-    clips = cfg.steps // length
+    clips = min(cfg.steps // length, prefs.pool_size)
+    pairs = clips * (clips - 1) // 2
     initial = int(round(prefs.labels * prefs.initial_share))
-    if prefs.labels - initial > clips:
-        need = (prefs.labels - initial) * length
+    if prefs.labels - initial > pairs:
         raise PrefrlError(f"{prefs.labels} labels are more than {cfg.steps} env steps can feed: after the {initial} up-front "
-                          f"labels each label needs a fresh {length}-step clip on average; give `--steps {need}` or more, "
-                          f"or `--labels {initial + clips}` or fewer")
+                          f"labels the run's {clips} clips of {length} steps form only {pairs} distinct pairs; give more "
+                          f"`--steps` or `--labels {initial + pairs}` or fewer")
 
 
 def _free_run_dir(root: Path, stem: str) -> Path:

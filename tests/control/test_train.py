@@ -226,7 +226,7 @@ def test_clips_longer_than_episodes_are_refused(tmp_path: Path):
     (["--labels", "0"], "0 labels would train the agent on an untrained reward model"),
     (["--seed", "-1"], "--seed` must be an integer >= 0"),
     (["--steps", "0"], "--steps` must be an integer >= 1"),
-    (["--labels", "400", "--steps", "1024"], "400 labels are more than 1024 env steps can feed"),
+    (["--labels", "40000", "--steps", "512"], "40000 labels are more than 512 env steps can feed"),
     (["--oracle", "synthetc"], "unknown oracle `synthetc`.*synthetic"),
 ])
 def test_bad_flags_are_refused_before_anything_runs(tiny_preset: Path, tmp_path: Path, flags, match):
