@@ -109,18 +109,23 @@ class PreferenceCallback(ProgressCallback):
         self.wrapper = wrapper
         self.collector: ClipCollector = wrapper.collector  # type: ignore[assignment]
         self.report = EngineReport(timesteps=0)
+        self._rollout_pool = None  # this rollout's copy of the pool, shared by the engine and the progress row
 
     def pool(self):
         return self.collector.clips() if len(self.collector) >= 2 else None
 
     def _on_rollout_end(self) -> None:
-        self.report = self.engine.step(self.num_timesteps, self.pool())
-        if self.report.refit is not None:
-            self.wrapper.set_reward_fn(self.engine.ensemble.step_fn())
-        if self.bar is not None:
-            self.bar.postfix(labels=self.report.labels, refits=self.engine.n_refits,
-                             waiting=self.report.outstanding or None)
-        super()._on_rollout_end()
+        self._rollout_pool = self.pool()
+        try:
+            self.report = self.engine.step(self.num_timesteps, self._rollout_pool)
+            if self.report.refit is not None:
+                self.wrapper.set_reward_fn(self.engine.ensemble.step_fn())
+            if self.bar is not None:
+                self.bar.postfix(labels=self.report.labels, refits=self.engine.n_refits,
+                                 waiting=self.report.outstanding or None)
+            super()._on_rollout_end()
+        finally:
+            self._rollout_pool = None  # no second copy of the pool held between rollouts
 
     def row(self) -> dict:
         row = super().row()
@@ -141,7 +146,7 @@ class PreferenceCallback(ProgressCallback):
         """Pearson correlation of predicted and true clip returns over the pool (Spearman to TensorBoard)."""
         if len(self.collector) < 10:
             return float("nan")
-        pool = self.collector.clips()
+        pool = self._rollout_pool if self._rollout_pool is not None else self.collector.clips()
         pred = self.engine.ensemble.predict_clip_returns(pool.model_inputs()).mean(axis=1)
         true = pool.true_returns()
         if np.std(pred) == 0 or np.std(true) == 0:

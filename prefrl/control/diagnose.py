@@ -33,26 +33,20 @@ def reward_check(run_dir: str | Path, n_clips: int = 200, n_pairs: int = 2000, s
     rd = RunDir(run_dir)
     if not rd.reward_model.is_file():
         raise PrefrlError(f"{rd.path}: no {RunDir.REWARD_MODEL} (a true-reward run has no reward model to check)")
-    holder: dict = {"length": clip_length(load_run_config(rd.path).task)}
-
-    def wrap(venv):
-        collector = ClipCollector(venv.num_envs, holder["length"], n_clips)
-        holder["collector"] = collector
-        return LearnedRewardVecEnv(venv, None, collector)
-
-    _, env, model = open_agent(rd.path, seed_offset=seed_offset, wrap=wrap)
-    collector: ClipCollector = holder["collector"]
+    collector = ClipCollector(1, clip_length(load_run_config(rd.path).task), n_clips)  # open_agent: one env
+    _, env, model = open_agent(rd.path, seed_offset=seed_offset,
+                               wrap=lambda venv: LearnedRewardVecEnv(venv, None, collector))
     obs = env.reset()
-    limit = 50 * n_clips * holder["length"]
+    limit = 50 * n_clips * collector.clip_length
     for _ in range(limit):
         if collector.total_clips >= n_clips:
             break
         action, _ = model.predict(obs, deterministic=False)
         obs, _, _, _ = env.step(action)
     env.close()
-    clips = collector.clips()
-    if len(clips) < 2:
+    if len(collector) < 2:
         raise PrefrlError(f"{rd.path}: the agent produced fewer than 2 clips in {limit} steps")
+    clips = collector.clips()
     ens = RewardEnsemble.load(rd.reward_model)
     pred = ens.predict_clip_returns(clips.model_inputs(), normalised=False).mean(axis=1)
     true = clips.true_returns()

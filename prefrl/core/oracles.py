@@ -321,10 +321,6 @@ class HumanOracle(Oracle):
     def outstanding(self) -> int:
         return self.store.count_pending()
 
-    @property
-    def pending(self) -> int:
-        return self.store.count_pending()
-
 
 def open_oracle(name: str, store: PreferenceStore, rng: np.random.Generator, since_id: int = 0) -> Oracle:
     """The oracle called ``name`` bound to ``store``: ``human`` or a scripted teacher."""

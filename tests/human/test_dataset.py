@@ -155,4 +155,4 @@ def test_human_oracle_polls_each_judgment_once_across_undo(tmp_path):
         j2 = s.add_judgment(ids[2], ids[3], 0.0, "human", "ann", query_id=qids[1])
         assert j2 > j1  # a new id, so the poll below sees it
         assert [j.id for j in oracle.wait(1, timeout_s=1.0)] == [j2]
-        assert oracle.poll() == [] and oracle.pending == 1
+        assert oracle.poll() == [] and oracle.outstanding() == 1
