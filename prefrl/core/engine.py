@@ -293,18 +293,41 @@ class LabelingEngine:
         Returns the trainer's metrics ({} when there is nothing labeled yet).
         """
         js_last = self.store.last_judgment_id()  # read first: a judgment arriving meanwhile triggers another refit
+        n_new = len(self.store.judgments(since_id=self.fit_judgment_id)) if self.n_refits else 0
         clips, comps = self.training_data()
         self.labels_at_fit = len(comps)
         self.fit_judgment_id = js_last
         if clips is None or len(comps.labeled()) == 0:
             return {}
-        m = self.trainer.fit(clips.model_inputs(), comps, epochs=epochs or self.cfg.reward_epochs)
+        inputs = clips.model_inputs()
+        before = self._score_new(inputs, comps, n_new)
+        m = self.trainer.fit(inputs, comps, epochs=epochs or self.cfg.reward_epochs)
+        m.update(before)
         self.ensemble.update_normalisation((ref if ref is not None and len(ref) else clips).model_inputs())
         self.store.set_meta(Meta.FIT_JUDGMENT_ID.value, js_last)
         self.n_refits += 1
         self.metrics.update(m)
         self.metrics["reward/refits"] = float(self.n_refits)
         return m
+
+    def _score_new(self, inputs: dict[str, np.ndarray], comps: Comparisons, n_new: int) -> dict[str, float]:
+        """The current model scored on the judgments it has not been fit on yet (held out by time).
+
+        Comparisons are in judgment order, so the newest ``n_new`` are those after the last fit.
+        Before the first refit there is no model to score. Returns ``reward/new_accuracy``,
+        ``reward/new_loss`` and ``reward/new_count`` (strict preferences scored), or {}.
+        """
+        if n_new <= 0:
+            return {}
+        new = comps[np.arange(len(comps) - min(n_new, len(comps)), len(comps))].labeled()
+        if len(new) == 0:
+            return {}
+        ev = self.trainer.evaluate(inputs, new)
+        strict = int((new.label != 0.5).sum())
+        out = {"reward/new_count": float(strict), "reward/new_loss": ev["loss"]}
+        if strict:
+            out["reward/new_accuracy"] = ev["accuracy"]
+        return out
 
     def step(self, t: int, pool: Items | None) -> EngineReport:
         """Between learner updates: ask what is due over ``pool``, refit when enough new judgments arrived."""

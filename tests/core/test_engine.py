@@ -66,6 +66,24 @@ def test_refits_make_the_model_rank_held_out_clips(tmp_path):
         assert acc > 0.8, acc
 
 
+def test_a_refit_scores_the_model_on_judgments_it_was_not_fit_on_first(tmp_path):
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, budget=200)
+        eng.ask_initial(_pool(0, 120))
+        first = eng.refit(30)
+        assert "reward/new_accuracy" not in first  # nothing to score before the first fit
+        eng.ask(_pool(1, 120), 40, method="random")
+        m = eng.refit(2)
+        assert m["reward/new_count"] == (store.count_judgments() - 50) - _ties_after(store, 50)
+        # held out by time: the fitted model (toy reward is learnable) ranks the new pairs well
+        assert m["reward/new_accuracy"] > 0.75, m
+        assert "reward/new_accuracy" not in eng.refit(2)  # no judgment arrived since the last fit
+
+
+def _ties_after(store: PreferenceStore, n_old: int) -> int:
+    return sum(1 for j in store.judgments()[n_old:] if j.label in (None, 0.5))
+
+
 def test_skips_are_stored_but_never_trained_on(tmp_path):
     with PreferenceStore(tmp_path) as store:
         eng = _engine(store, budget=30)
