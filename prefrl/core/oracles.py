@@ -139,11 +139,33 @@ def return_floor_and_spread(returns: np.ndarray) -> tuple[float, float]:
     return floor, float(r.mean()) - floor
 
 
+ORACLE_ENTRY_POINT_GROUP = "prefrl.oracles"
+"""Entry-point group of oracle kinds beyond the built-in ones (pyproject.toml); e.g. ``ai`` (prefrl.text.judge)."""
+
+
+def plugin_oracles() -> dict[str, object]:
+    """Oracle kinds registered by other packages: name -> entry point (loaded only when used).
+
+    A plugin kind is named ``KIND`` or ``KIND:ARGUMENT`` (``ai:/path/to/model``); its entry point is a
+    callable ``(argument or None, store, rng, since_id) -> Oracle``. The core never imports the
+    package that defines it, as with the ``prefrl.reward_nets`` kinds.
+    """
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ORACLE_ENTRY_POINT_GROUP) if ep.name not in ORACLE_NAMES}
+
+
 def check_oracle_name(name: str) -> None:
-    if name not in ORACLE_NAMES:
-        close = difflib.get_close_matches(name, ORACLE_NAMES, n=3)
-        hint = f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
-        raise PrefrlError(f"unknown oracle `{name}` (known: {', '.join(ORACLE_NAMES)}){hint}")
+    """Raise a PrefrlError for an oracle name that is neither built in nor a registered kind (close matches named)."""
+    if name in ORACLE_NAMES:
+        return
+    plugins = plugin_oracles()
+    if name.split(":", 1)[0] in plugins:
+        return
+    known = (*ORACLE_NAMES, *sorted(plugins))
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+    raise PrefrlError(f"unknown oracle `{name}` (known: {', '.join(known)}){hint}")
 
 
 class ScriptedOracle:
@@ -228,6 +250,8 @@ def make_oracle(name: str, rng: np.random.Generator, **overrides: float) -> Scri
     check_oracle_name(name)
     if name == "human":
         raise PrefrlError("the `human` oracle labels through `prefrl label`, not a scripted oracle")
+    if name not in ORACLE_PRESETS:
+        raise PrefrlError(f"`{name}` is not a scripted teacher (those are {', '.join(ORACLE_PRESETS)}); open it with `open_oracle`")
     cfg = replace(ORACLE_PRESETS[name], **overrides) if overrides else ORACLE_PRESETS[name]
     return ScriptedOracle(cfg, rng, name=name)
 
@@ -323,8 +347,19 @@ class HumanOracle(Oracle):
 
 
 def open_oracle(name: str, store: PreferenceStore, rng: np.random.Generator, since_id: int = 0) -> Oracle:
-    """The oracle called ``name`` bound to ``store``: ``human`` or a scripted teacher."""
+    """The oracle called ``name`` bound to ``store``: ``human``, a scripted teacher, or a registered kind
+    (``KIND[:ARGUMENT]``, found through the ``prefrl.oracles`` entry points, e.g. ``ai:/path/to/model``)."""
     check_oracle_name(name)
     if name == "human":
         return HumanOracle(store, since_id)
-    return TeacherOracle(store, make_oracle(name, rng), since_id)
+    if name in ORACLE_PRESETS:
+        return TeacherOracle(store, make_oracle(name, rng), since_id)
+    kind, _, arg = name.partition(":")
+    try:
+        factory = plugin_oracles()[kind].load()  # type: ignore[attr-defined]
+    except ImportError as e:
+        raise PrefrlError(f"oracle kind `{kind}` needs an optional dependency: {e}") from e
+    oracle = factory(arg or None, store, rng, since_id)
+    if not isinstance(oracle, Oracle):
+        raise PrefrlError(f"oracle kind `{kind}`: its entry point returned {type(oracle).__name__}, not an Oracle")
+    return oracle

@@ -3,6 +3,7 @@
     prefrl text corpus  --out data/                         # demo review corpus + prompts
     prefrl text sft     --data data/sft.jsonl --out runs/sft  # tiny GPT-2 from scratch (or --model DIR)
     prefrl text label   --policy runs/sft --prompts data/prompts.jsonl --out prefs/train.jsonl --oracle.oracle vader
+    prefrl text judge   prefs/ --judge.model models/judge     # an AI judge labels the same pairs (RLAIF)
     prefrl text reward  prefs/train.jsonl --init-from runs/sft --out runs/rm   # + runs/rm/hf (HF export)
     prefrl text reward  prefs/ --init-from runs/sft --out runs/rm  # the same, from the store beside the JSONL
     prefrl text ppo     --policy runs/sft --reward-model runs/rm --prompts data/prompts.jsonl --out runs/ppo
@@ -44,9 +45,29 @@ def _save_config(out: Path, cmd: object) -> None:
 
 
 @dataclass
+class JudgeArgs:
+    model: Path | None = None
+    """Local Hugging Face causal-LM directory that judges pairs (nothing is downloaded)."""
+    principle: str | None = None
+    """The written principle the judging prompt starts with (default: prefrl.text.judge.DEFAULT_PRINCIPLE)."""
+    on_disagree: str = "skip"
+    """When the two orders disagree (position bias): skip (stored, never trained on) or equal (0.5)."""
+    batch_size: int = 8
+    """Judging prompts per forward pass."""
+
+    def build(self):
+        from prefrl.text.judge import DEFAULT_PRINCIPLE, AIJudge
+
+        if self.model is None:
+            raise PrefrlError("the `ai` oracle needs `--judge.model DIR` (a local causal language model)")
+        return AIJudge.load(self.model, principle=self.principle or DEFAULT_PRINCIPLE, on_disagree=self.on_disagree,
+                            batch_size=self.batch_size)
+
+
+@dataclass
 class OracleArgs:
     oracle: str = "vader"
-    """Text oracle: vader (sentiment), keyword, length."""
+    """Text oracle: vader (sentiment), keyword, length, or ai (a local language model judging pairs: --oracle.judge-model)."""
     teacher: str = "synthetic"
     """Scripted-teacher noise (core oracles): synthetic, stochastic, myopic, mistake, skip, equal."""
     beta: float | None = None
@@ -55,10 +76,14 @@ class OracleArgs:
     """Override the teacher's mistake probability."""
     on: str = "completion"
     """Score the `completion` alone or the `full` prompt + completion."""
+    judge: JudgeArgs = field(default_factory=JudgeArgs)
+    """The AI judge (with --oracle.oracle ai)."""
 
     def build(self, seed: int = 0):
         from prefrl.text.oracles import TextOracle
 
+        if self.oracle == "ai":
+            return self.judge.build()
         knobs = {k: v for k, v in (("beta", self.beta), ("eps_mistake", self.eps_mistake)) if v is not None}
         return TextOracle(self.oracle, self.teacher, np.random.default_rng(seed), on=self.on, **knobs)
 
@@ -170,10 +195,41 @@ class TextLabel:
     def run(self) -> dict:
         from prefrl.text.pipeline import label_samples
 
+        if self.oracle.oracle == "ai" and self.format == "kwise":
+            raise PrefrlError("the `ai` judge compares pairs; K-wise rankings need a scoring oracle (vader, keyword, length)")
         prompts = read_prompts(self.prompts)[: self.limit]
         m = label_samples(self.policy, prompts, self.out, self.oracle.build(self.seed), self.format, self.k, self.sample,
                           self.seed, self.reward_model)
         _print(f"preferences -> {self.out}", m)
+        return m
+
+
+@dataclass
+class TextJudge:
+    """Have a local language model (the AI judge) label every text pair already in a preference store.
+
+    Its judgments join the store under the annotator `ai:<model dir>`, on the same pairs as the
+    judgments there, so `prefrl prefs stats --run-dir DIR` reports its agreement with the scripted
+    oracles and people; `prefrl text reward DIR` then trains on all of them.
+    """
+
+    store: Positional[Path]
+    """Directory holding the preference store (prefs.sqlite), e.g. where `prefrl text label` wrote."""
+    judge: JudgeArgs = field(default_factory=JudgeArgs)
+    redo: bool = False
+    """Judge again the pairs this judge has judged before (otherwise they are left alone)."""
+
+    def run(self) -> dict:
+        from prefrl.core.store import STORE_FILE, PreferenceStore
+        from prefrl.text.judge import judge_store
+
+        if not (self.store / STORE_FILE).is_file():
+            raise PrefrlError(f"{self.store}: no preference store ({STORE_FILE}) to judge; label pairs first with `prefrl text label`")
+        judge = self.judge.build()
+        with PreferenceStore(self.store, create=False) as store:
+            m = judge_store(store, judge, self.redo)
+        _print(f"{judge.annotator} judged {m['judge/judged']:.0f} pairs in {self.store} (`prefrl prefs stats --run-dir "
+               f"{self.store}` compares it)", m)
         return m
 
 
@@ -411,6 +467,7 @@ COMMANDS: dict[str, type] = {
     "text sft": TextSFT,
     "text sample": TextSample,
     "text label": TextLabel,
+    "text judge": TextJudge,
     "text reward": TextReward,
     "text score": TextScore,
     "text export": TextExport,

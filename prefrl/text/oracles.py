@@ -110,3 +110,14 @@ class TextOracle:
     def label(self, prompts: list[str], left: list[str], right: list[str]) -> np.ndarray:
         """(P,) labels for completions ``left[i]`` vs ``right[i]`` of ``prompts[i]``."""
         return self.label_scores(self.score(prompts, left), self.score(prompts, right))
+
+    @property
+    def source(self) -> str:
+        """``source`` of the stored judgments: score and teacher, e.g. ``vader/synthetic``."""
+        return f"{self.name}/{self.teacher.name}"
+
+    def judge(self, prompts: list[str], left: list[str], right: list[str]) -> tuple[list, list, np.ndarray]:
+        """(scores of left, scores of right, labels) of the pairs: what ``label_samples`` stores
+        (the interface ``prefrl.text.judge.AIJudge`` shares, with no scores)."""
+        score_l, score_r = self.score(prompts, left), self.score(prompts, right)
+        return score_l.tolist(), score_r.tolist(), self.label_scores(score_l, score_r)

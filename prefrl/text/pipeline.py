@@ -129,13 +129,13 @@ def label_samples(
             a, b = cand[int(rng.integers(len(cand)))]
         pairs.append((prompts[i], cs[a], cs[b]))
     pair_prompts = [p for p, _, _ in pairs]
-    score_l = oracle.score(pair_prompts, [x for _, x, _ in pairs])
-    score_r = oracle.score(pair_prompts, [x for _, _, x in pairs])
+    # a scripted text oracle (scores + teacher) or a pairwise judge (prefrl.text.judge: no scores)
+    score_l, score_r, labels = oracle.judge(pair_prompts, [x for _, x, _ in pairs], [x for _, _, x in pairs])
     with PreferenceStore(out.parent) as store:
         ids = store.add_texts([p for p in pair_prompts for _ in (0, 1)], [x for _, l, r in pairs for x in (l, r)],
-                              [v for lr in zip(score_l.tolist(), score_r.tolist()) for v in lr])
-        labels = oracle.label_scores(score_l, score_r)
-        jids = store.add_judgments(np.array(ids, np.int64).reshape(-1, 2), labels, source=f"{oracle.name}/{oracle.teacher.name}")
+                              [v for lr in zip(score_l, score_r) for v in lr])
+        jids = store.add_judgments(np.array(ids, np.int64).reshape(-1, 2), labels, source=oracle.source,
+                                   annotator=getattr(oracle, "annotator", None))
         rows, n_dropped, ties, skips = export_judgments(store, jids, fmt, rng)
         in_store = store.count_judgments()
     write_jsonl(out, rows)
