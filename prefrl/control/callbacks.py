@@ -3,8 +3,9 @@
 ``ProgressCallback`` writes one ``progress.csv`` row and TensorBoard scalars per PPO
 rollout and checkpoints every ``checkpoint_every`` rollouts (both arms).
 ``PreferenceCallback`` adds the preference loop: between rollouts it hands the engine the
-env-step count and the clip pool, and when the engine refit the reward model, gives the
-new reward to the env wrapper. ``_on_step`` does nothing, so the loop costs nothing per step.
+env-step count and the clip pool (views of the collector's ring, with each clip's serial
+number so the engine scores a clip once between refits), and when the engine refit the
+reward model, gives the new reward to the env wrapper. ``_on_step`` does nothing, so the loop costs nothing per step.
 """
 
 from __future__ import annotations
@@ -109,15 +110,17 @@ class PreferenceCallback(ProgressCallback):
         self.wrapper = wrapper
         self.collector: ClipCollector = wrapper.collector  # type: ignore[assignment]
         self.report = EngineReport(timesteps=0)
-        self._rollout_pool = None  # this rollout's copy of the pool, shared by the engine and the progress row
+        self._rollout_pool = None  # this rollout's view of the pool, shared by the engine and the progress row
 
-    def pool(self):
-        return self.collector.clips() if len(self.collector) >= 2 else None
+    def pool(self, copy: bool = True):
+        return self.collector.clips(copy=copy) if len(self.collector) >= 2 else None
 
     def _on_rollout_end(self) -> None:
-        self._rollout_pool = self.pool()
+        # views of the collector's ring (no copy): the env does not step until this returns; the
+        # engine copies the clips it stores, and predictions are cached by clip serial number
+        self._rollout_pool = self.pool(copy=False)
         try:
-            self.report = self.engine.step(self.num_timesteps, self._rollout_pool)
+            self.report = self.engine.step(self.num_timesteps, self._rollout_pool, keys=self.collector.keys())
             if self.report.refit is not None:
                 self.wrapper.set_reward_fn(self.engine.ensemble.step_fn())
             if self.bar is not None:
@@ -146,8 +149,8 @@ class PreferenceCallback(ProgressCallback):
         """Pearson correlation of predicted and true clip returns over the pool (Spearman to TensorBoard)."""
         if len(self.collector) < 10:
             return float("nan")
-        pool = self._rollout_pool if self._rollout_pool is not None else self.collector.clips()
-        pred = self.engine.ensemble.predict_clip_returns(pool.model_inputs()).mean(axis=1)
+        pool = self._rollout_pool if self._rollout_pool is not None else self.collector.clips(copy=False)
+        pred = self.engine.clip_returns(pool, self.collector.keys(), normalised=True).mean(axis=1)
         true = pool.true_returns()
         if np.std(pred) == 0 or np.std(true) == 0:
             return float("nan")

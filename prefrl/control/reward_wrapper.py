@@ -24,10 +24,12 @@ class ClipCollector:
     """Cuts per-env step streams into non-overlapping clips kept in a ring-buffer pool.
 
     A clip never spans an episode boundary. The pool keeps the ``pool_size`` most
-    recent clips; memory is bounded by ``pool_size`` x bytes per clip, and by
-    ``max_bytes`` when given: the first clip fixes ``clip_nbytes`` and the pool then
-    keeps ``capacity = min(pool_size, max_bytes // clip_nbytes)`` clips (at least 2).
-    ``clips()`` copies the pool, so its peak is twice that.
+    recent clips in preallocated ring arrays; memory is bounded by ``pool_size`` x bytes
+    per clip, and by ``max_bytes`` when given: the first clip fixes ``clip_nbytes`` and
+    the pool then keeps ``capacity = min(pool_size, max_bytes // clip_nbytes)`` clips (at
+    least 2). ``clips()`` copies the pool (its peak is then twice that); ``clips(copy=False)``
+    gives views, valid until the next ``add``. Each clip has a serial number (``keys()``),
+    so a learner can cache predictions of clips it has already scored.
 
     Args:
         n_envs: number of parallel envs.
@@ -48,7 +50,8 @@ class ClipCollector:
         """Clips the pool keeps: ``pool_size``, lowered by ``max_bytes`` once ``clip_nbytes`` is known."""
         self.clip_nbytes: int | None = None
         self._cur: list[list[tuple]] = [[] for _ in range(n_envs)]
-        self._pool: list[tuple] = []
+        self._ring: list[np.ndarray | None] = []  # obs, acts, true rews, frames: (capacity, T, ...) each
+        self._keys: list[int] = []  # serial number of the clip in each ring slot
         self._next = 0  # ring-buffer write position
         self.total_clips = 0
 
@@ -77,29 +80,32 @@ class ClipCollector:
             self.clip_nbytes = sum(a.nbytes for a in clip if a is not None)
             if self.max_bytes is not None:
                 self.capacity = max(2, min(self.pool_size, self.max_bytes // self.clip_nbytes))
-        if len(self._pool) < self.capacity:
-            self._pool.append(clip)
+            self._ring = [None if a is None else np.empty((self.capacity, *a.shape), a.dtype) for a in clip]
+        for ring, a in zip(self._ring, clip):
+            if ring is not None and a is not None:
+                ring[self._next] = a
+        if len(self._keys) < self.capacity:
+            self._keys.append(self.total_clips)
         else:
-            self._pool[self._next] = clip
+            self._keys[self._next] = self.total_clips
         self._next = (self._next + 1) % self.capacity
         self.total_clips += 1
 
     def __len__(self) -> int:
-        return len(self._pool)
+        return len(self._keys)
 
-    def clips(self) -> Clips:
-        """All clips in the pool as one ``Clips`` batch."""
-        if not self._pool:
+    def keys(self) -> list[int]:
+        """Serial numbers of the pool's clips, in the order of ``clips()`` (a clip's number never changes)."""
+        return list(self._keys)
+
+    def clips(self, copy: bool = True) -> Clips:
+        """All clips in the pool as one ``Clips`` batch (ring order); ``copy=False``: views of the ring,
+        overwritten by later clips, for a caller done with them before the next ``add``."""
+        if not self._keys:
             raise ValueError("no clips collected yet")
-        frames = None
-        if all(c[3] is not None for c in self._pool):
-            frames = np.stack([c[3] for c in self._pool])
-        return Clips(
-            obs=np.stack([c[0] for c in self._pool]),
-            acts=np.stack([c[1] for c in self._pool]),
-            true_rew=np.stack([c[2] for c in self._pool]),
-            frames=frames,
-        )
+        n = len(self._keys)
+        obs, acts, rew, frames = (None if a is None else (a[:n].copy() if copy else a[:n]) for a in self._ring)
+        return Clips(obs=obs, acts=acts, true_rew=rew, frames=frames)
 
 
 class LearnedRewardVecEnv(VecEnvWrapper):

@@ -124,9 +124,9 @@ class CNNRewardNet(nn.Module):
             act_dim = spec.act_n if spec.act_n is not None else int(torch.tensor(spec.act_shape).prod().item() or 1)
         self.head = mlp(feat + act_dim, tuple(cfg.hidden), 1, cfg.dropout)
 
-    EVAL_CHUNK = 1024
+    EVAL_CHUNK = 256
     """Frames per forward pass in eval mode: bounds the float copies of large batches
-    (256 clips x 25 steps of 4x84x84 would be 720 MB as float32)."""
+    (256 clips x 25 steps of 4x84x84 would be 720 MB as float32; a chunk of 256 frames is 29 MB)."""
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         obs = batch["obs"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,7 @@ from prefrl.core.ensemble import RewardEnsemble
 from prefrl.core.oracles import Oracle
 from prefrl.core.query import SELECTORS, random_pairs, select_pairs
 from prefrl.core.rundir import Meta
-from prefrl.core.store import PreferenceStore
+from prefrl.core.store import PreferenceStore, StoredClips
 from prefrl.core.trainer import RewardTrainer
 from prefrl.core.types import Clips, Comparisons, PrefrlError, TextItems
 
@@ -70,6 +70,11 @@ class PrefsConfig:
     """Reward-model epochs on the initial labels."""
     keep_frames: bool = False
     """Render and keep RGB frames with clips (always on for the human oracle)."""
+    max_train_labels: int | None = None
+    """Refit on the newest this many labels only (Christiano et al., Atari: the last 3,000); None: all."""
+    clip_cache_mib: float | None = 256.0
+    """Byte cap (MiB) of the store's in-memory clip cache: least recently used clips are evicted
+    and read again from their (compressed) files when a refit needs them; None: no cap."""
 
     def __post_init__(self) -> None:
         _check_int(self, "labels", 0)
@@ -81,6 +86,10 @@ class PrefsConfig:
             _check_int(self, "clip_length", 1)
         if self.initial_labels is not None:
             _check_int(self, "initial_labels", 0)
+        if self.max_train_labels is not None:
+            _check_int(self, "max_train_labels", 1)
+        if self.clip_cache_mib is not None:
+            _check_number(self, "clip_cache_mib", 0.0, None)
         _check_number(self, "initial_fraction", 0.0, 1.0)
         _check_number(self, "retrain_fraction", 0.0, None)
         _check_number(self, "rate_horizon", 0.0, None, open_low=True)
@@ -196,6 +205,10 @@ class LabelingEngine:
         self.labels_at_fit = 0
         self.n_refits = 0
         self.metrics: dict[str, float] = {}
+        self._returns: dict[Hashable, np.ndarray] = {}
+        """Raw (M,) clip returns of pool clips under the current model, by the learner's clip key;
+        emptied by every refit."""
+        self.store.set_cache_mib(self.cfg.clip_cache_mib)
         self.store.set_meta(Meta.LABEL_BUDGET.value, self.schedule.budget)
 
     @property
@@ -219,16 +232,47 @@ class LabelingEngine:
         """How many of the up-front labels (random-policy clips) are still to ask."""
         return max(0, self.schedule.initial - self.asked())
 
+    # ---- pool predictions ------------------------------------------------------------------
+    def clip_returns(self, pool: Items, keys: Sequence[Hashable] | None = None, normalised: bool = False) -> np.ndarray:
+        """(N, M) clip returns of the current reward model on ``pool``: raw, or at the RL-time scale.
+
+        With ``keys`` (one stable id per clip, e.g. the collector's serial numbers), each clip is
+        scored once between refits: clips already scored are served from the cache, only new
+        ones go through the model, and keys no longer in the pool are dropped. A refit empties
+        the cache.
+        """
+        if keys is None:
+            raw = self.ensemble.predict_clip_returns(pool.model_inputs(), normalised=False)
+        else:
+            keys = list(keys)
+            if len(keys) != len(pool):
+                raise PrefrlError(f"clip_returns: {len(keys)} keys for a pool of {len(pool)} clips")
+            missing = [i for i, k in enumerate(keys) if k not in self._returns]
+            if missing:
+                fresh = self.ensemble.predict_clip_returns(pool[np.array(missing)].model_inputs(), normalised=False)
+                for i, r in zip(missing, fresh):
+                    self._returns[keys[i]] = r
+            self._returns = {k: self._returns[k] for k in keys}
+            raw = np.stack([self._returns[k] for k in keys]) if keys else np.zeros((0, self.ensemble.n_members), np.float32)
+        if not normalised:
+            return raw
+        length = int(next(iter(pool.model_inputs().values())).shape[1])
+        return self.ensemble.normalise_clip_returns(raw, length)
+
     # ---- asking ----------------------------------------------------------------------------
-    def ask(self, pool: Items, n: int, method: str | None = None) -> int:
-        """Select ``n`` pairs over ``pool`` (by the configured query method), store their clips, ask the oracle."""
+    def ask(self, pool: Items, n: int, method: str | None = None, keys: Sequence[Hashable] | None = None) -> int:
+        """Select ``n`` pairs over ``pool`` (by the configured query method), store their clips, ask the oracle.
+
+        ``keys``: stable ids of the pool's clips, so their predictions are cached between refits.
+        """
         if n <= 0 or len(pool) < 2:
             return 0
         if pool.true_rew is not None:
             self.oracle.calibrate(pool.true_returns())
         method = method or self.cfg.query
+        returns = self.clip_returns(pool, keys) if keys is not None and method != "random" else None
         pairs, scores = select_pairs(method, n, pool.model_inputs(), self.rng, self.ensemble,
-                                     pool_factor=self.cfg.pool_factor)
+                                     pool_factor=self.cfg.pool_factor, returns=returns)
         return self._ask_pairs(pool, pairs, scores)
 
     def ask_initial(self, clips: Items) -> int:
@@ -258,10 +302,12 @@ class LabelingEngine:
             return self.store.add_texts(items.prompts, items.completions, items.scores)
         return self.store.add_clips(items, keep_frames=self.keep_frames)
 
-    def training_data(self) -> tuple[Items | None, Comparisons]:
-        """Every judged item with the judgments over them (skips kept as NaN), from the store."""
+    def training_data(self) -> tuple[Items | StoredClips | None, Comparisons]:
+        """The judged items with the judgments over them (skips kept as NaN), from the store: every
+        judgment, or the newest ``max_train_labels`` labels' worth. Clips come as ``StoredClips``,
+        read through the store's capped cache as a refit indexes them."""
         if self.encode_texts is None:
-            clips, comps, _ = self.store.training_data()
+            clips, comps, _ = self.store.training_data(max_labels=self.cfg.max_train_labels, lazy=True)
             return clips, comps
         texts, comps, _ = self.store.text_training_data()
         if not texts:
@@ -290,7 +336,8 @@ class LabelingEngine:
     def refit(self, epochs: int | None = None, ref: Items | None = None) -> dict[str, float]:
         """Fit the ensemble on every judgment so far and renormalise its output on ``ref`` (recent clips).
 
-        Returns the trainer's metrics ({} when there is nothing labeled yet).
+        Returns the trainer's metrics ({} when there is nothing labeled yet). The pool predictions
+        cached by ``clip_returns`` are dropped: they belong to the model before the fit.
         """
         js_last = self.store.last_judgment_id()  # read first: a judgment arriving meanwhile triggers another refit
         n_new = len(self.store.judgments(since_id=self.fit_judgment_id)) if self.n_refits else 0
@@ -301,6 +348,7 @@ class LabelingEngine:
             return {}
         inputs = clips.model_inputs()
         before = self._score_new(inputs, comps, n_new)
+        self._returns = {}
         m = self.trainer.fit(inputs, comps, epochs=epochs or self.cfg.reward_epochs)
         m.update(before)
         self.ensemble.update_normalisation((ref if ref is not None and len(ref) else clips).model_inputs())
@@ -329,11 +377,14 @@ class LabelingEngine:
             out["reward/new_accuracy"] = ev["accuracy"]
         return out
 
-    def step(self, t: int, pool: Items | None) -> EngineReport:
-        """Between learner updates: ask what is due over ``pool``, refit when enough new judgments arrived."""
+    def step(self, t: int, pool: Items | None, keys: Sequence[Hashable] | None = None) -> EngineReport:
+        """Between learner updates: ask what is due over ``pool``, refit when enough new judgments arrived.
+
+        ``keys``: stable ids of the pool's clips (see ``clip_returns``), or None to score the pool afresh.
+        """
         report = EngineReport(timesteps=int(t))
         if pool is not None and len(pool) >= 2:
-            report.asked = self.ask(pool, self.due(t))
+            report.asked = self.ask(pool, self.due(t), keys=keys)
         new = self.oracle.poll()
         report.new_judgments = len(new)
         pending = self.new_judgments()

@@ -154,6 +154,13 @@ class RewardEnsemble(nn.Module):
             return np.zeros((0, self.n_members), np.float32)
         return np.concatenate(out).astype(np.float32)
 
+    def normalise_clip_returns(self, raw: np.ndarray, length: int) -> np.ndarray:
+        """(N, M) raw clip returns of ``length``-step clips -> the RL-time scale of ``predict_clip_returns``
+        (each member's per-step normalisation summed over the clip)."""
+        mean = self.norm_mean.cpu().numpy()
+        scale = self.target_std / self.norm_std.cpu().numpy()
+        return ((raw - length * mean) * scale).astype(np.float32)
+
     def update_input_normalisation(self, inputs: ArrayBatch) -> None:
         """Set every member's input standardisation from the clips given (members whose net kind
         has one, e.g. the MLP's ``normalize_inputs``); frozen until the next call."""

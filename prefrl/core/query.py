@@ -45,27 +45,37 @@ def random_pairs(n_clips: int, n_pairs: int, rng: np.random.Generator, exclude: 
     return np.array(out, dtype=np.int64).reshape(-1, 2)
 
 
-def preference_probs(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray) -> np.ndarray:
-    """(P, M) each member's Bradley-Terry P(left preferred) for each pair (raw, unnormalised returns)."""
-    used = np.unique(pairs)
-    pos = np.full(int(used.max()) + 1, -1)
-    pos[used] = np.arange(len(used))
-    rets = ensemble.predict_clip_returns({k: v[used] for k, v in inputs.items()}, normalised=False)  # (U, M)
-    rl, rr = rets[pos[pairs[:, 0]]], rets[pos[pairs[:, 1]]]  # (P, M)
+def preference_probs(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray,
+                     returns: np.ndarray | None = None) -> np.ndarray:
+    """(P, M) each member's Bradley-Terry P(left preferred) for each pair (raw, unnormalised returns).
+
+    ``returns``: the (N, M) raw clip returns of all N clips when already known (the engine caches
+    them between refits); otherwise the clips in ``pairs`` are scored here.
+    """
+    if returns is not None:
+        rl, rr = returns[pairs[:, 0]], returns[pairs[:, 1]]
+    else:
+        used = np.unique(pairs)
+        pos = np.full(int(used.max()) + 1, -1)
+        pos[used] = np.arange(len(used))
+        rets = ensemble.predict_clip_returns({k: v[used] for k, v in inputs.items()}, normalised=False)  # (U, M)
+        rl, rr = rets[pos[pairs[:, 0]]], rets[pos[pairs[:, 1]]]  # (P, M)
     return torch.sigmoid(torch.as_tensor(rl - rr)).numpy()
 
 
-def disagreement(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray) -> np.ndarray:
+def disagreement(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray,
+                 returns: np.ndarray | None = None) -> np.ndarray:
     """(P,) variance across members of P(left preferred) for each pair."""
-    p = preference_probs(ensemble, inputs, pairs)
+    p = preference_probs(ensemble, inputs, pairs, returns)
     if p.shape[1] < 2:
         return np.zeros(len(pairs))
     return p.var(axis=1)
 
 
-def preference_entropy(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray) -> np.ndarray:
+def preference_entropy(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.ndarray,
+                       returns: np.ndarray | None = None) -> np.ndarray:
     """(P,) entropy (nats, at most log 2) of each member's P(left preferred), averaged over members (PEBBLE)."""
-    p = np.clip(preference_probs(ensemble, inputs, pairs).astype(np.float64), 1e-12, 1 - 1e-12)
+    p = np.clip(preference_probs(ensemble, inputs, pairs, returns).astype(np.float64), 1e-12, 1 - 1e-12)
     return (-(p * np.log(p) + (1 - p) * np.log1p(-p))).mean(axis=1)
 
 
@@ -80,6 +90,7 @@ def select_pairs(
     ensemble: RewardEnsemble | None = None,
     pool_factor: int = 10,
     exclude: set[tuple[int, int]] | None = None,
+    returns: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Choose pairs to label.
 
@@ -91,6 +102,8 @@ def select_pairs(
         ensemble: needed for ``disagreement`` (2+ members) and ``entropy`` (any); without it, random pairs.
         pool_factor: candidate pool size as a multiple of ``n_pairs``.
         exclude: unordered pairs (i, j), i < j, already asked.
+        returns: (N, M) raw clip returns of the current ensemble when known (cached), so
+            the clips are not scored again.
 
     Returns:
         pairs (n, 2) int64 and their scores (n,) float, best first.
@@ -104,6 +117,6 @@ def select_pairs(
     pool = random_pairs(n_clips, n_pairs * pool_factor, rng, exclude)
     if len(pool) == 0:
         return pool, np.zeros(0)
-    scores = SCORERS[method](ensemble, inputs, pool)
+    scores = SCORERS[method](ensemble, inputs, pool, returns)
     top = np.argsort(-scores, kind="stable")[:n_pairs]
     return pool[top], scores[top]

@@ -3,8 +3,15 @@
 Layout of a store directory (a run directory, usually)::
 
     prefs.sqlite            one row per item (clip or text), query and judgment
-    clips/0000001.npz       obs, acts, true_rew of clip 1 (no pickle)
+    clips/0000001.npz       obs, acts, true_rew of clip 1 (compressed, no pickle)
     clips/0000001.frames.npz  rendered RGB frames of clip 1, when kept (viewer, videos)
+
+Clip files are zlib-compressed (``numpy.savez_compressed``): a stacked Atari clip's frames
+repeat from one step to the next, so a 705.6 KB Pong clip takes ~20x less on disk. Loaded
+clips are kept in an in-memory cache of at most ``cache_mib`` MiB (least recently used
+clips are evicted; their files stay, and the next read loads them again), so a long run's
+memory does not grow with its labels. ``training_data(lazy=True)`` reads clips through that
+cache minibatch by minibatch instead of holding every judged clip at once.
 
 An item is a clip (arrays in ``clips/``) or a text item: a prompt and one completion
 (language-model RLHF), held in its row's ``text`` column, with no file. Queries and judgments
@@ -58,6 +65,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +85,8 @@ CLAIM_TTL_S = 30.0
 """A claim not refreshed for this long lapses (its viewer was killed or is frozen)."""
 CLAIM_HEARTBEAT_S = 5.0
 """How often a live viewer refreshes its claims (well inside ``CLAIM_TTL_S``)."""
+CACHE_MIB = 256.0
+"""Default byte cap of a store's in-memory clip cache, in MiB."""
 STALE_STAGED_S = 3600.0
 """Staged clip files (``clips/.staged-*``) older than this are a crash's leftovers, removed on open."""
 
@@ -224,6 +234,8 @@ class PreferenceStore:
         readonly: only read (stats, export, training data): the store is opened with
             SQLite's ``mode=ro`` and ``query_only``, nothing is created, migrated or
             cleaned, and the directory need not be writable. Implies ``create=False``.
+        cache_mib: byte cap of the in-memory clip cache in MiB (least recently used clips
+            evicted; ``set_cache_mib`` changes it); None: unbounded.
 
     Attributes:
         session: this object's id. Claims are held by viewer sessions (``claim_queries``):
@@ -241,14 +253,21 @@ class PreferenceStore:
         >>> store.add_judgment(ids[0], ids[1], 1.0, source="synthetic")     # doctest: +SKIP
     """
 
-    def __init__(self, root: str | Path, create: bool = True, readonly: bool = False):
+    def __init__(self, root: str | Path, create: bool = True, readonly: bool = False,
+                 cache_mib: float | None = CACHE_MIB):
         self.root = Path(root)
         self.path = self.root / STORE_FILE
         self.clip_dir = self.root / "clips"
         self.readonly = readonly
         self.session = uuid.uuid4().hex
         self._lock = threading.RLock()
-        self._cache: dict[int, Clips] = {}
+        self._cache: OrderedDict[int, Clips] = OrderedDict()  # least recently used first
+        self.cache_nbytes = 0
+        """Bytes of clip arrays held in the cache now (never above ``cache_bytes``)."""
+        self.cache_bytes: int | None = None
+        self.cache_loads = 0
+        """Clip files read from disk (a cache miss each): how often evicted clips came back."""
+        self.set_cache_mib(cache_mib)
         if not self._existing_file(create and not readonly):
             self._create()
         self._db = self._connect()
@@ -481,6 +500,41 @@ class PreferenceStore:
         except (TypeError, ValueError, RecursionError) as e:
             raise PrefrlError(f"{self.path}: meta `{key}` is unreadable ({_short.repr(row[0])}): the store is damaged") from e
 
+    # ---- clip cache --------------------------------------------------------------------
+    def set_cache_mib(self, mib: float | None) -> None:
+        """Cap the in-memory clip cache at ``mib`` MiB (None: unbounded), evicting at once if needed."""
+        if mib is not None and (isinstance(mib, bool) or not isinstance(mib, (int, float)) or not mib >= 0):
+            raise PrefrlError(f"clip cache size must be a number of MiB >= 0 or None, got {mib!r}")
+        with self._lock:
+            self.cache_bytes = None if mib is None else int(mib * 2**20)
+            self._evict(0)
+
+    def _evict(self, room: int) -> None:
+        """Drop least recently used clips until ``room`` more bytes fit under the cap."""
+        if self.cache_bytes is None:
+            return
+        while self._cache and self.cache_nbytes + room > self.cache_bytes:
+            _, old = self._cache.popitem(last=False)
+            self.cache_nbytes -= _clip_nbytes(old)
+
+    def _cache_put(self, cid: int, clip: Clips) -> None:
+        nbytes = _clip_nbytes(clip)
+        if self.cache_bytes is not None and nbytes > self.cache_bytes:
+            return  # larger than the whole cache: read from disk each time
+        with self._lock:
+            if cid in self._cache:
+                return
+            self._evict(nbytes)
+            self._cache[cid] = clip
+            self.cache_nbytes += nbytes
+
+    def _cache_get(self, cid: int) -> Clips | None:
+        with self._lock:
+            clip = self._cache.get(cid)
+            if clip is not None:
+                self._cache.move_to_end(cid)
+            return clip
+
     # ---- clips -------------------------------------------------------------------------
     def _clip_path(self, clip_id: int, frames: bool = False) -> Path:
         return self.clip_dir / (f"{clip_id:07d}.frames.npz" if frames else f"{clip_id:07d}.npz")
@@ -542,6 +596,9 @@ class PreferenceStore:
         except BaseException:
             _unlink_all([*staged, moved])
             raise
+        for k, cid in enumerate(ids):  # what was just asked is what the next refit reads: keep a copy (not a view)
+            self._cache_put(cid, Clips(clips.obs[k : k + 1].copy(), clips.acts[k : k + 1].copy(),
+                                       None if clips.true_rew is None else clips.true_rew[k : k + 1].copy()))
         return ids
 
     @_guarded
@@ -551,11 +608,11 @@ class PreferenceStore:
 
     @_guarded
     def load_clips(self, ids: Iterable[int], frames: bool = False) -> Clips:
-        """Clips by id, in the order given (arrays cached in memory; frames read on demand)."""
+        """Clips by id, in the order given (arrays through the capped cache; frames read on demand)."""
         parts = []
         for cid in ids:
             cid = int(cid)
-            clip = self._cache.get(cid)
+            clip = self._cache_get(cid)
             if clip is None:
                 path = self._clip_path(cid)
                 if not path.exists():
@@ -567,7 +624,8 @@ class PreferenceStore:
                     clip = Clips(z["obs"][None], z["acts"][None], z["true_rew"][None] if "true_rew" in z else None)
                 except PrefrlError as e:
                     raise PrefrlError(f"{path}: {e}") from e
-                self._cache[cid] = clip
+                self.cache_loads += 1
+                self._cache_put(cid, clip)
             if frames:
                 fpath = self._clip_path(cid, frames=True)
                 if not fpath.exists():
@@ -994,16 +1052,28 @@ class PreferenceStore:
         return {(min(a, b), max(a, b)) for a, b in rows}
 
     @_guarded
-    def training_data(self) -> tuple[Clips, Comparisons, list[int]]:
-        """All judged clips and comparisons, re-indexed 0..N-1 (skips kept as NaN).
+    def training_data(self, max_labels: int | None = None,
+                      lazy: bool = False) -> tuple[Clips | StoredClips, Comparisons, list[int]]:
+        """Judged clips and comparisons, re-indexed 0..N-1 (skips kept as NaN), in judgment order.
+
+        Args:
+            max_labels: keep only the newest judgments holding this many labels (skips among
+                them kept as NaN); None keeps all (Christiano et al. refit on the last 3,000).
+            lazy: return ``StoredClips``, whose arrays load clips through the capped cache when
+                indexed, instead of every judged clip in memory at once.
 
         Returns:
-            clips, comparisons over those clips, and the store ids of the clips.
+            clips, comparisons over those clips, and the store ids of the clips (clips None
+            when nothing is judged).
 
         Raises:
             PrefrlError: the judgments compare text items (use ``text_training_data``).
         """
         js = self.judgments()
+        if max_labels is not None:
+            labeled = [k for k, j in enumerate(js) if j.label is not None]
+            if len(labeled) > max_labels:
+                js = js[labeled[len(labeled) - max_labels]:] if max_labels > 0 else []
         ids = sorted({j.left for j in js} | {j.right for j in js})
         if self._judged_kinds()[1]:
             raise PrefrlError(
@@ -1015,8 +1085,10 @@ class PreferenceStore:
             np.array([pos[j.right] for j in js]),
             np.array([np.nan if j.label is None else j.label for j in js]),
         )
-        clips = self.load_clips(ids) if ids else None
-        return clips, comps, ids  # type: ignore[return-value]
+        if not ids:
+            return None, comps, ids  # type: ignore[return-value]
+        clips = StoredClips(self, ids) if lazy else self.load_clips(ids)
+        return clips, comps, ids
 
     # ---- export ------------------------------------------------------------------------
     @_guarded
@@ -1068,6 +1140,57 @@ class PreferenceStore:
             raise PrefrlError(f"{out}: exists and is not a directory")
         write_jsonl(out / TEXT_PREFERENCES_FILE, records)
         return len(ids), len(js)
+
+
+class StoredClipArray:
+    """One array of stored clips, ``obs`` or ``acts`` of shape (N, T, ...), loaded when indexed.
+
+    Indexing (an int, a slice or an index array) reads those clips through the store's
+    capped cache and returns a numpy array; ``np.asarray`` loads them all.
+    """
+
+    def __init__(self, store: PreferenceStore, ids: np.ndarray, name: str, first: np.ndarray):
+        self.store, self.ids, self.name = store, ids, name
+        self.shape = (len(ids), *first.shape[1:])
+        self.dtype = first.dtype
+        self.ndim = len(self.shape)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        sel = self.ids[idx]
+        if np.ndim(sel) == 0:
+            return getattr(self.store.load_clips([int(sel)]), self.name)[0]
+        if len(sel) == 0:
+            return np.zeros((0, *self.shape[1:]), self.dtype)
+        return getattr(self.store.load_clips(sel.tolist()), self.name)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[np.arange(len(self))]
+        return out if dtype is None else out.astype(dtype)
+
+
+class StoredClips:
+    """Judged clips of a store, held as ids: ``model_inputs()`` maps ``obs`` and ``acts`` to
+    ``StoredClipArray`` columns, so a refit reads each minibatch through the capped clip
+    cache and memory stays bounded however many clips were judged."""
+
+    def __init__(self, store: PreferenceStore, ids: list[int]):
+        self.ids = np.asarray(ids, np.int64)
+        first = store.load_clips(self.ids[:1].tolist())
+        self.obs = StoredClipArray(store, self.ids, "obs", first.obs)
+        self.acts = StoredClipArray(store, self.ids, "acts", first.acts)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def model_inputs(self) -> dict[str, StoredClipArray]:
+        return {"obs": self.obs, "acts": self.acts}
+
+
+def _clip_nbytes(clip: Clips) -> int:
+    return sum(a.nbytes for a in (clip.obs, clip.acts, clip.true_rew) if a is not None)
 
 
 def trl_record(prompt: str, left: str, right: str, label: float | None) -> dict:
@@ -1134,7 +1257,7 @@ def _stage_savez(directory: Path, arrays: dict[str, np.ndarray], files: list[Pat
     tmp = directory / f".staged-{uuid.uuid4().hex}.npz"
     files.append(tmp)
     with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez_compressed(f, **arrays)
     return tmp
 
 

@@ -101,19 +101,37 @@ class RewardTrainer:
         ]
         self.comparisons_seen = 0
 
+    EVAL_CLIPS = 64
+    """Clips per forward pass when scoring comparisons without gradients: inputs may be
+    ``StoredClipArray`` columns (read from the store when indexed), so only this many are
+    in memory at once, and each distinct clip is scored once."""
+
     def _prepare(self, inputs: ArrayBatch, comps: Comparisons) -> None:
         """Before a fit: set the input standardisation (if the nets have one) from the labeled clips."""
+        if not any(getattr(m, "normalize_inputs", False) for m in self.ensemble.members):
+            return  # nothing to set: do not gather the clips (a CNN's inputs can be gigabytes)
         used = np.unique(np.concatenate([comps.left, comps.right]))
         self.ensemble.update_input_normalisation({k: v[used] for k, v in inputs.items()})
 
+    def _pair_returns(self, inputs: ArrayBatch, comps: Comparisons, member: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Raw clip returns of the left and right clips of ``comps``, no grad, eval mode: (C, M) each,
+        or (C,) of one ``member``. Each distinct clip is scored once, ``EVAL_CLIPS`` at a time."""
+        used, inv = np.unique(np.concatenate([comps.left, comps.right]), return_inverse=True)
+        out = []
+        with self.ensemble.evaluating():
+            for s in range(0, len(used), self.EVAL_CLIPS):
+                batch = self._batch(inputs, used[s : s + self.EVAL_CLIPS])
+                rets = self.ensemble.clip_returns(batch) if member is None else self.ensemble.member_clip_returns(member, batch)
+                out.append(rets.cpu().numpy())
+        rets = np.concatenate(out)[inv]
+        return rets[: len(comps)], rets[len(comps) :]
+
     def _member_eval(self, i: int, inputs: ArrayBatch, comps: Comparisons) -> tuple[float, float, float]:
         """(loss, accuracy and mean margin on strict preferences) of member i, no grad, eval mode."""
-        with self.ensemble.evaluating():
-            loss = float(self._member_loss(i, inputs, comps))
-            both = np.concatenate([comps.left, comps.right])
-            rets = self.ensemble.member_clip_returns(i, self._batch(inputs, both)).cpu().numpy()
-        b = len(comps)
-        diff = rets[:b] - rets[b:]
+        rl, rr = self._pair_returns(inputs, comps, member=i)
+        loss = float(self.loss(torch.as_tensor(rl), torch.as_tensor(rr), torch.as_tensor(comps.label),
+                               torch.as_tensor(comps.weight)))
+        diff = rl - rr
         strict = comps.label != 0.5
         sign = np.where(comps.label > 0.5, 1.0, -1.0)
         acc = float(((diff * sign) > 0)[strict].mean()) if strict.any() else float("nan")
@@ -144,10 +162,8 @@ class RewardTrainer:
         comps = comps.labeled()
         if len(comps) == 0:
             return {}
-        both = np.concatenate([comps.left, comps.right])
-        rets = self.ensemble.predict_clip_returns({k: v[both] for k, v in inputs.items()}, normalised=False)
-        b = len(comps)
-        rl, rr = torch.as_tensor(rets[:b]), torch.as_tensor(rets[b:])  # (B, M)
+        left, right = self._pair_returns(inputs, comps)
+        rl, rr = torch.as_tensor(left), torch.as_tensor(right)  # (B, M)
         label = torch.as_tensor(comps.label)
         loss = float(self.loss(rl, rr, label, torch.as_tensor(comps.weight))) / self.ensemble.n_members
         diff = (rl - rr).mean(dim=1).numpy()

@@ -15,7 +15,7 @@ from prefrl.core.rundir import Meta
 from prefrl.core.store import PreferenceStore
 from prefrl.core.toy import toy_clips
 from prefrl.core.trainer import RewardTrainConfig, RewardTrainer
-from prefrl.core.types import PrefrlError
+from prefrl.core.types import Clips, PrefrlError
 
 TOTAL = 10_000
 
@@ -135,6 +135,61 @@ def test_resume_mid_schedule_asks_only_what_is_still_due(tmp_path):
         assert eng2.due(4000) == 0
         rep = eng2.step(TOTAL, _pool(3))
         assert rep.asked == 40 - had and store.count_judgments() == 40
+
+
+def test_pool_predictions_are_cached_between_refits_and_a_refit_drops_them(tmp_path, monkeypatch):
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, budget=60)
+        eng.ask_initial(_pool(0, 60))
+        eng.refit(5)
+        pool, keys = _pool(1, 30), list(range(100, 130))
+        scored: list[int] = []
+        predict = eng.ensemble.predict_clip_returns
+        monkeypatch.setattr(eng.ensemble, "predict_clip_returns",
+                            lambda inputs, **kw: scored.append(len(inputs["obs"])) or predict(inputs, **kw))
+        first = eng.clip_returns(pool, keys)
+        fresh = predict(pool.model_inputs(), normalised=False)
+        np.testing.assert_allclose(first, fresh, rtol=1e-6)
+        # the pool moves on: 10 clips leave, 10 new ones come; only the new ones are scored
+        newer = _pool(2, 10)
+        pool2 = Clips.concat([pool[np.arange(10, 30)], newer])
+        keys2 = keys[10:] + list(range(130, 140))
+        scored.clear()
+        served = eng.clip_returns(pool2, keys2)
+        assert scored == [10]
+        np.testing.assert_allclose(served, predict(pool2.model_inputs(), normalised=False), rtol=1e-5, atol=1e-6)
+        norm = eng.clip_returns(pool2, keys2, normalised=True)  # the RL-time scale, from the cached raw returns
+        np.testing.assert_allclose(norm, predict(pool2.model_inputs()), rtol=1e-4, atol=1e-5)
+        assert set(eng._returns) == set(keys2)  # clips gone from the pool are dropped
+        scored.clear()
+        assert eng.ask(pool2, 5, keys=keys2) == 5
+        assert scored == []  # query selection read the cached returns: nothing rescored
+        # a refit changes the model: every cached prediction is dropped, and fresh ones differ
+        eng.refit(3)
+        assert eng._returns == {}
+        scored.clear()
+        after = eng.clip_returns(pool2, keys2)
+        assert scored == [30]
+        np.testing.assert_allclose(after, predict(pool2.model_inputs(), normalised=False), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(after, served)
+
+
+def test_refits_use_only_the_newest_max_train_labels(tmp_path):
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, budget=60, max_train_labels=12)
+        eng.ask_initial(_pool(0, 60))
+        eng.ask(_pool(1, 60), 20, method="random")
+        assert store.count_judgments(include_skips=False) > 12
+        m = eng.refit(2)
+        assert m["reward/labeled"] == 12.0
+        newest = [(j.left, j.right) for j in store.judgments() if j.label is not None][-12:]
+        _, comps, ids = store.training_data(max_labels=12)
+        lab = comps.labeled()
+        assert [(ids[a], ids[b]) for a, b in zip(lab.left, lab.right)] == newest
+    with pytest.raises(PrefrlError, match="max_train_labels must be >= 1"):
+        PrefsConfig(max_train_labels=0)
+    with pytest.raises(PrefrlError, match="clip_cache_mib must be"):
+        PrefsConfig(clip_cache_mib=-1.0)
 
 
 def test_prefs_config_refuses_bad_values():

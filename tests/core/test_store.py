@@ -474,7 +474,7 @@ def test_a_full_disk_names_the_cause_and_loses_nothing(tmp_path) -> None:
 def test_a_full_disk_while_staging_clips_leaves_no_files(tmp_path, monkeypatch) -> None:
     import errno
 
-    real_savez = np.savez
+    real_savez = np.savez_compressed  # clip files are compressed
     calls = []
 
     def savez(file, **arrays):
@@ -485,10 +485,10 @@ def test_a_full_disk_while_staging_clips_leaves_no_files(tmp_path, monkeypatch) 
         real_savez(file, **arrays)
 
     with PreferenceStore(tmp_path) as store:
-        monkeypatch.setattr(np, "savez", savez)
+        monkeypatch.setattr(np, "savez_compressed", savez)
         with pytest.raises(PrefrlError, match=r"clips: cannot write clip files \(No space left on device\); nothing was stored"):
             store.add_clips(clips_with_frames(3, seed=1), keep_frames=True)
-        monkeypatch.setattr(np, "savez", real_savez)
+        monkeypatch.setattr(np, "savez_compressed", real_savez)
         assert store.clip_ids() == [] and list((tmp_path / "clips").iterdir()) == []
 
         real_replace, renamed = os.replace, []

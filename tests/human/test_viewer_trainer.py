@@ -141,11 +141,11 @@ from prefrl.core.store import PreferenceStore
 log = open(sys.argv[1], "w")
 orig_training_data, orig_judgments = PreferenceStore.training_data, PreferenceStore.judgments
 
-def training_data(self):
+def training_data(self, *args, **kwargs):
     snap = orig_judgments(self)
     self.judgments = lambda since_id=0: [j for j in snap if j.id > since_id]
     try:
-        out = orig_training_data(self)
+        out = orig_training_data(self, *args, **kwargs)
     finally:
         del self.judgments
     log.write(json.dumps({"fit": [j.id for j in snap], "labels": [j.label for j in snap]}) + "\n")
