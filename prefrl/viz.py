@@ -247,6 +247,29 @@ def _num(v) -> float:
         return float("nan")
 
 
+def plot_ratings(ratings, path: str | Path, title: str = "policy ratings") -> Path:
+    """Ratings of policies (a ``core.ratings.Ratings``) as Elo points with their intervals, best on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = ratings.order()[::-1]  # barh draws bottom-up
+    elo, low, high = (ratings.elo(a)[order] for a in (ratings.rating, ratings.low, ratings.high))
+    fig, ax = plt.subplots(figsize=(6, 0.9 + 0.45 * len(order)), dpi=110)
+    ax.errorbar(elo, np.arange(len(order)), xerr=[elo - low, high - elo], fmt="o", capsize=4, color="#1f77b4")
+    ax.set_yticks(np.arange(len(order)), [f"{ratings.names[i]} ({int(ratings.games[i])})" for i in order])
+    ax.set_xlabel(f"rating (Elo), {round(ratings.ci * 100)}% interval   (games)")
+    ax.set_title(f"{title}: {ratings.comparisons} comparisons")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def write_video(path: str | Path, frames: list[np.ndarray] | np.ndarray, fps: float) -> Path:
     """Write RGB uint8 frames (T, H, W, 3) to an MP4 (H.264 via imageio-ffmpeg)."""
     import imageio.v2 as imageio
