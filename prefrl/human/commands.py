@@ -38,12 +38,13 @@ def _check_run_dir(run_dir: Path) -> None:
 
 @dataclass
 class LabelCommand:
-    """Label pairs of clips by hand in a pygame window (a run's pending pairs, or a dataset)."""
+    """Label pairs of clips or text completions by hand in a pygame window (a run's pending pairs, or a dataset)."""
 
     run_dir: Path | None = None
     """Run directory of a `prefrl train --oracle human` run (its pending pairs are shown)."""
     dataset: Path | None = None
-    """Or: a preference dataset directory (clips.npz with `frames`, comparisons.jsonl) to label offline."""
+    """Or: a preference dataset directory to label offline: clips.npz (with `frames`) + comparisons.jsonl, or a
+    preference store of text pairs (prefs.sqlite, e.g. where `prefrl text label` wrote)."""
     out: Path | None = None
     """With --dataset: the store the judgments go to (default DIR/labels)."""
     annotator: str | None = None
@@ -90,7 +91,7 @@ class PrefsStats:
 
     def run(self) -> dict:
         from prefrl.core.dataset import COMPARISONS_FILE, load_dataset
-        from prefrl.human.dataset import dataset_store_dir
+        from prefrl.human.dataset import dataset_store_dir, is_text_store
         from prefrl.human.stats import dataset_stats, format_stats, store_stats
 
         _one_source(self.run_dir, self.dataset)
@@ -100,7 +101,11 @@ class PrefsStats:
             root = self.run_dir
         else:
             root = dataset_store_dir(self.dataset, self.out)  # type: ignore[arg-type]
-            if not (root / STORE_FILE).exists():  # no hand labels yet: the dataset's own
+            if not (root / STORE_FILE).exists() and is_text_store(self.dataset):  # type: ignore[arg-type]
+                if not self.json:
+                    print(f"no hand labels yet (`prefrl label --dataset {self.dataset}`): the store in {self.dataset}\n")
+                root = self.dataset  # type: ignore[assignment]
+            elif not (root / STORE_FILE).exists():  # no hand labels yet: the dataset's own
                 _, _, records = load_dataset(self.dataset)  # type: ignore[arg-type]
                 stats = dataset_stats(records)
                 note = (f"labels in {self.dataset / COMPARISONS_FILE} (no hand labels yet: "  # type: ignore[operator]

@@ -12,6 +12,13 @@
   label the same dataset, one after another or at once;
 - ``prefrl prefs export --run-dir DIR/labels --out NEW`` turns the result back into a
   dataset (store clip ids k+1 are dataset clip index k).
+
+A dataset of text pairs is a directory holding a preference store of text items, e.g. where
+``prefrl text label`` (or ``prefrl text judge``) wrote: its judged text items (prompt and
+completion, with the oracle's score) are copied the same way, each distinct judged or
+pending pair becomes one query, and its judgments are imported under their annotator
+(else their source, e.g. ``vader/synthetic`` or ``ai:MODEL``). The viewer shows each pair's
+prompt and its two completions; ``prefrl text reward DIR/labels`` trains on the result.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ def open_dataset_store(dataset: str | Path, out: str | Path | None = None) -> Pa
             if store.get_meta("dataset_imported") is not True:
                 raise PrefrlError(f"{root}: the import of {dataset} was interrupted; delete {root} and run again")
         return root
+    if is_text_store(dataset):
+        return _import_text_store(dataset, root, src)
     clips, _, records = load_dataset(dataset)
     if clips.frames is None:
         raise PrefrlError(
@@ -72,6 +81,46 @@ def open_dataset_store(dataset: str | Path, out: str | Path | None = None) -> Pa
         pairs = np.array(list(seen.values()), dtype=np.int64).reshape(-1, 2)
         store.add_queries(pairs, np.zeros(len(pairs)))
         store.set_meta("dataset_clips", len(clips))
+        store.set_meta("mode", "dataset")
+        store.set_meta("dataset_imported", True)
+    return root
+
+
+def is_text_store(dataset: Path) -> bool:
+    """Whether ``dataset`` is a directory holding a preference store (of text pairs) rather than clips.npz."""
+    return (Path(dataset) / STORE_FILE).is_file() and not (Path(dataset) / "clips.npz").exists()
+
+
+def _import_text_store(dataset: Path, root: Path, src: str) -> Path:
+    """Copy the text pairs and judgments of the store in ``dataset`` into a new store at ``root``."""
+    with PreferenceStore(dataset, create=False, readonly=True) as source:
+        kind = source.judged_kind(labeled_only=False)
+        if kind not in ("texts", None):
+            raise PrefrlError(f"{dataset}: its judgments compare {kind}; a dataset of clips is a directory with clips.npz "
+                              "(`prefrl prefs export`)")
+        js = source.judgments()
+        pairs = [(j.left, j.right) for j in js] + [(q.left, q.right) for q in source.pending_queries()]
+        ids = sorted({i for lr in pairs for i in lr})
+        if not ids:
+            raise PrefrlError(f"{dataset / STORE_FILE}: holds no text pairs to label (label some with `prefrl text label`)")
+        texts = source.load_texts(ids)
+        scores = source.text_scores(ids)
+    with PreferenceStore(root) as store:
+        store.set_meta("dataset", src)
+        new = dict(zip(ids, store.add_texts([p for p, _ in texts], [c for _, c in texts], scores)))
+        groups: dict[tuple[str, str], list[tuple[int, int, float]]] = defaultdict(list)
+        for j in js:
+            groups[(j.source, j.annotator or j.source)].append((new[j.left], new[j.right], np.nan if j.label is None else j.label))
+        for (source_name, annotator), rows in groups.items():
+            arr = np.array(rows)
+            store.add_judgments(arr[:, :2].astype(np.int64), arr[:, 2], source=source_name, annotator=annotator)
+        seen: dict[tuple[int, int], tuple[int, int]] = {}
+        for a, b in pairs:
+            seen.setdefault((min(a, b), max(a, b)), (new[a], new[b]))
+        queries = np.array(list(seen.values()), dtype=np.int64).reshape(-1, 2)
+        store.add_queries(queries, np.zeros(len(queries)))
+        store.set_meta("dataset_clips", len(ids))
+        store.set_meta("dataset_kind", "texts")
         store.set_meta("mode", "dataset")
         store.set_meta("dataset_imported", True)
     return root

@@ -133,9 +133,70 @@ def screenshot(out: str | Path, env_id: str = "HalfCheetah-v5", size: tuple[int,
     return Path(out)
 
 
+REVIEWS = [
+    ("The hotel room was", " spotless, quiet and bright. The staff upgraded us without being asked and the breakfast "
+     "buffet had fresh fruit, good coffee and warm pastries every morning. We would happily stay here again.",
+     " small. The air conditioning rattled all night, the towels were thin and the front desk took an hour to answer "
+     "the phone. It was fine for one night, but not for the price."),
+    ("Our waiter", " was friendly and quick, and the pasta was perfect.", " forgot our order twice."),
+    ("The battery of this phone", " lasts two full days.", " died by lunchtime, every day."),
+    ("The second season", " is even better than the first: sharper writing and a great cast.", " drags; I stopped after three episodes."),
+]
+"""(prompt, a positive completion, a negative completion): text pairs for the viewer's demos and screenshot."""
+
+
+def make_text_store(root: str | Path, reviews: list[tuple[str, str, str]] | None = None, seed: int = 0) -> PreferenceStore:
+    """A store of text pairs judged by a scripted oracle, as ``prefrl text label`` leaves it.
+
+    Each review gives a prompt and two completions (item scores +1 and -1, the positive one on a
+    random side); the pair is judged with ``source`` ``demo/synthetic`` (the higher score wins).
+    """
+    rng = np.random.default_rng(seed)
+    store = PreferenceStore(root)
+    for prompt, good, bad in reviews or REVIEWS:
+        flip = bool(rng.integers(2))
+        comps, scores = ([bad, good], [-1.0, 1.0]) if flip else ([good, bad], [1.0, -1.0])
+        ids = store.add_texts([prompt, prompt], comps, scores)
+        store.add_judgments(np.array([ids]), np.array([0.0 if flip else 1.0]), source="demo/synthetic")
+    return store
+
+
+def text_screenshot(out: str | Path, size: tuple[int, int] = (1000, 560)) -> Path:
+    """Open the real viewer on text pairs (a labels store, as ``prefrl label --dataset`` makes) and save it as a PNG.
+
+    Headless: ``SDL_VIDEODRIVER=dummy python -m prefrl.human.demo --text-screenshot docs/text_viewer.png``.
+    """
+    import tempfile
+    import time
+
+    import pygame
+
+    from prefrl.human.dataset import open_dataset_store
+    from prefrl.human.viewer import Viewer, ViewerConfig
+
+    tmp = Path(tempfile.mkdtemp(prefix="prefrl_text_shot_"))
+    make_text_store(tmp / "prefs").close()
+    root = open_dataset_store(tmp / "prefs")
+    with Viewer(root, "alice", shared=True, cfg=ViewerConfig(width=size[0], height=size[1])) as v:
+        end = time.monotonic() + 20
+        while (v.current is None or v.shown_at is None) and time.monotonic() < end:
+            v.step(wait=True)
+        v.step()
+        pygame.image.save(v.screen, str(out))
+        print(f"driver {pygame.display.get_driver()}, window {v.screen.get_size()} -> {out}")
+    return Path(out)
+
+
 if __name__ == "__main__":
     import argparse
 
     p = argparse.ArgumentParser(description="viewer demo helpers")
-    p.add_argument("--screenshot", type=Path, required=True, help="PNG to write")
-    screenshot(p.parse_args().screenshot)
+    p.add_argument("--screenshot", type=Path, help="PNG of the viewer on MuJoCo clips")
+    p.add_argument("--text-screenshot", type=Path, help="PNG of the viewer on text pairs")
+    a = p.parse_args()
+    if a.screenshot is None and a.text_screenshot is None:
+        p.error("give --screenshot or --text-screenshot")
+    if a.screenshot is not None:
+        screenshot(a.screenshot)
+    if a.text_screenshot is not None:
+        text_screenshot(a.text_screenshot)

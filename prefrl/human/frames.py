@@ -100,8 +100,38 @@ class PreparedPair:
         self.size = box
 
 
-def load_pair(store: PreferenceStore, query: Query, box: Size | None) -> PreparedPair:
-    """Read both clips' frames from the store and scale them for ``box`` (None: don't scale yet)."""
+@dataclass
+class PreparedText:
+    """A query over two text items: one prompt and its two completions (the viewer wraps them).
+
+    Attributes:
+        query: the store query (pair of text item ids).
+        prompt: the prompt both completions continue (both prompts, marked, if they differ).
+        completions: (left, right).
+        size: the panel box it was last laid out for.
+    """
+
+    query: Query
+    prompt: str
+    completions: tuple[str, str]
+    size: Size = (0, 0)
+
+    @property
+    def length(self) -> int:
+        """A text pair is a one-step item: nothing plays."""
+        return 1
+
+    def rescale(self, box: Size) -> None:
+        """Text is wrapped when drawn (the viewer caches the lines per width): only the box is kept."""
+        self.size = box
+
+
+def load_pair(store: PreferenceStore, query: Query, box: Size | None) -> PreparedPair | PreparedText:
+    """Read both items of ``query``: clips' frames scaled for ``box`` (None: don't scale yet), or two texts."""
+    if store.is_text(query.left) or store.is_text(query.right):
+        (pl, cl), (pr, cr) = store.load_texts([query.left, query.right])
+        prompt = pl if pl == pr else f"[left] {pl}\n[right] {pr}"
+        return PreparedText(query, prompt, (cl, cr), box or (0, 0))
     clips = store.load_clips([query.left, query.right], frames=True)
     assert clips.frames is not None
     pair = PreparedPair(query, (clips.frames[0], clips.frames[1]))

@@ -47,11 +47,18 @@ def post_key(key: int | str) -> None:
 
 
 def true_return_policy(store: PreferenceStore) -> Callable[[Query], str]:
-    """A rational person: prefers the clip with the higher true return (equal if tied)."""
+    """A rational person: prefers the clip with the higher true return (equal if tied).
+
+    For text items the true return is the stored oracle score; a pair without scores is skipped.
+    """
 
     def choose(q: Query) -> str:
-        clips = store.load_clips([q.left, q.right])
-        r = clips.true_returns()
+        if store.is_text(q.left):
+            r = store.text_scores([q.left, q.right])
+            if r[0] is None or r[1] is None:
+                return "skip"
+        else:
+            r = store.load_clips([q.left, q.right]).true_returns()
         return "left" if r[0] > r[1] else ("right" if r[1] > r[0] else "equal")
 
     return choose

@@ -5,6 +5,9 @@ A judgment's class is ``left`` (label > 0.5), ``right`` (< 0.5), ``equal`` (0.5)
 judgment of (b, a) is flipped to (a, b)). Agreement between two annotators counts
 the pairs both labeled (skips left out); Cohen's kappa corrects it for chance.
 An annotator is the judgment's ``annotator``, else its ``source`` (e.g. ``synthetic``).
+Pairs of text items (two completions of a prompt) are compared the same way: a person in the
+viewer, a scripted text oracle (``vader/synthetic``) and the AI judge (``ai:MODEL``, ``prefrl
+text judge``) on the same pairs each count as one annotator.
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def store_stats(store: PreferenceStore) -> dict:
     """``annotator_stats`` over every judgment in ``store``, plus queue counts."""
     js = store.judgments()
     out = annotator_stats(js)
+    out["items"] = store.judged_kind(labeled_only=False)  # clips, texts, mixed or None
     if store.get_meta("mode") == "dataset":  # every annotator labels every pair: what is left for each
         people = sorted({j.annotator for j in js if j.query_id is not None and j.annotator})
         out["left_to_label"] = {who: store.count_open(who, shared=True) for who in people}
@@ -133,6 +137,8 @@ def format_stats(stats: dict) -> str:
                      f" ({stats['pairs_multi']} pairs judged by two or more)")
     else:
         lines.append("agreement: needs judgments from two or more annotators")
+    if stats.get("items") == "texts":
+        lines.append("items: text pairs (a prompt and two completions)")
     if "pending" in stats:
         lines.append(f"pending queries: {stats['pending']}")
     if stats.get("left_to_label"):

@@ -5,6 +5,11 @@ press writes the judgment to the store at once (committed before the next pair i
 drawn) and the next pair, prepared in a background thread while this one played,
 appears without a wait.
 
+A pair of text items (two completions of one prompt, ``PreferenceStore.add_texts``) is
+shown the same way: the prompt on top, the two completions side by side below it, all
+wrapped to the window's width; when they do not fit, Page Up/Down, Home/End and the mouse
+wheel scroll them. The keys, undo and the store are those of clips.
+
 Keys (also shown in the window):
 
 ==================  =================================================
@@ -12,7 +17,8 @@ Left, 1             left clip is better (label 1.0)
 Right, 2            right clip is better (label 0.0)
 Up, E               equally good (label 0.5)
 Down, S             can't tell: a skip (recorded, never trained on)
-Space               replay both clips from the start
+Space               replay both clips from the start (text: back to the top)
+PgUp/PgDn, wheel    scroll a text pair that does not fit (Home/End: top/bottom)
 Backspace           undo your last judgment and show that pair again
 Q, Esc              quit (every judgment made is already saved)
 ==================  =================================================
@@ -40,7 +46,7 @@ from pathlib import Path
 from prefrl.core.rundir import Meta
 from prefrl.core.store import Judgment, PreferenceStore, Query
 from prefrl.core.types import PrefrlError
-from prefrl.human.frames import PreparedPair, Prefetcher, Size, load_pair
+from prefrl.human.frames import PreparedPair, PreparedText, Prefetcher, Size, load_pair
 
 # label of each key; None is a skip
 LABEL_KEYS: dict[str, float | None] = {
@@ -153,7 +159,7 @@ class Viewer:
         self.clip_fps = float(fps)  # type: ignore[arg-type]
         self.screen = None
         self.prefetcher: Prefetcher | None = None
-        self.current: PreparedPair | None = None
+        self.current: PreparedPair | PreparedText | None = None
         self.shown_at: float | None = None
         self.play_t0 = 0.0
         self.done = False
@@ -182,6 +188,10 @@ class Viewer:
         self._judged_queries: dict[int, int | None] = {}
         self.last_undone: Judgment | None = None
         """The judgment the last Backspace deleted."""
+        self.scroll = 0
+        """Pixels a text pair is scrolled down by (0 = its top; kept within what it overflows)."""
+        self._scroll_max = 0
+        self._wrap_cache: dict[tuple, list[str]] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------
     def open(self) -> Viewer:
@@ -290,7 +300,7 @@ class Viewer:
         else:
             anim = None
         cur = None if self.current is None else (id(self.current), self.frame_index(now))
-        return (cur, anim, msg, tuple(self.counts.values()), self.finished, self._box)
+        return (cur, anim, msg, tuple(self.counts.values()), self.finished, self._box, self.scroll)
 
     # ---- events --------------------------------------------------------------------------
     def handle_event(self, ev) -> None:
@@ -305,6 +315,10 @@ class Viewer:
             self._layout()
         elif ev.type == pygame.WINDOWSIZECHANGED:
             self._layout()
+        elif ev.type == pygame.MOUSEWHEEL:
+            self.scroll_by(-ev.y * self.SCROLL_STEP)
+        elif ev.type == pygame.KEYDOWN and ev.key in self._scroll_keys():
+            self.scroll_by(self._scroll_keys()[ev.key])
         elif ev.type == pygame.KEYDOWN:
             self.key_times.append(self.clock())
             name = pygame.key.name(ev.key)
@@ -312,11 +326,31 @@ class Viewer:
                 self.judge(LABEL_KEYS[name])
             elif ev.key == pygame.K_SPACE:
                 self.play_t0 = self.clock()
+                self.scroll = 0
                 self._redraw = True
             elif ev.key == pygame.K_BACKSPACE:
                 self.undo()
             elif ev.key in (pygame.K_q, pygame.K_ESCAPE):
                 self.done = True
+
+    SCROLL_STEP = 48
+    """Pixels one wheel notch scrolls a text pair."""
+
+    def _scroll_keys(self) -> dict[int, int]:
+        """Scrolling keys and their step in pixels (a page is most of the text area)."""
+        import pygame
+
+        page = max(self.SCROLL_STEP, int(0.8 * self._text_area()[3])) if self.screen is not None else 200
+        return {pygame.K_PAGEDOWN: page, pygame.K_PAGEUP: -page, pygame.K_HOME: -10**9, pygame.K_END: 10**9}
+
+    def scroll_by(self, dy: int) -> None:
+        """Scroll a text pair by ``dy`` pixels (down > 0), kept within its overflow; clips ignore it."""
+        if not isinstance(self.current, PreparedText):
+            return
+        new = min(max(0, self.scroll + dy), self._scroll_max)
+        if new != self.scroll:
+            self.scroll = new
+            self._redraw = True
 
     def judge(self, label: float | None) -> int | None:
         """Write a judgment on the pair on screen (committed before returning) and show the next one.
@@ -380,6 +414,8 @@ class Viewer:
             pair.rescale(self._box)
         self.current = pair
         self.shown_at = None
+        self.scroll = 0
+        self._scroll_max = 0
         self.play_t0 = self.clock()
         self._redraw = True
         if self.prefetcher is not None:
@@ -513,7 +549,9 @@ class Viewer:
         assert scr is not None
         scr.fill(BG)
         self._draw_header(now)
-        if self.current is not None:
+        if isinstance(self.current, PreparedText):
+            self._draw_text_pair()
+        elif self.current is not None:
             self._draw_pair(now)
         else:
             self._draw_waiting(now)
@@ -570,6 +608,8 @@ class Viewer:
 
         pair = self.current
         assert pair is not None and self.screen is not None
+        if isinstance(pair, PreparedText):  # nothing plays: the whole pair
+            return [self._draw_text_pair()]
         scr = self.screen
         i = self.frame_index(now)
         top = self.HEADER_H + self.PAD
@@ -585,6 +625,98 @@ class Viewer:
         pygame.draw.rect(scr, DIM, (bar.x, bar.y, int(bar.w * (i + 1) / pair.length), bar.h))
         rects.append(bar)
         return rects
+
+    TEXT_SIZE = 28
+    """Font size of prompts and completions (pygame default-font units)."""
+
+    def _text_area(self) -> tuple[int, int, int, int]:
+        """(x, y, w, h) of the region a text pair is drawn and scrolled in."""
+        assert self.screen is not None
+        w, h = self.screen.get_size()
+        top = self.HEADER_H + self.PAD
+        return self.PAD, top, max(16, w - 2 * self.PAD), max(16, h - self.FOOTER_H - self.PAD - top)
+
+    def wrap(self, text: str, size: int, width: int) -> list[str]:
+        """``text`` broken into lines no wider than ``width`` pixels (at spaces; a longer word is cut)."""
+        key = (text, size, width)
+        got = self._wrap_cache.get(key)
+        if got is not None:
+            return got
+        font = self._font(size)
+        fits = lambda t: font.size(t)[0] <= width  # noqa: E731
+        lines: list[str] = []
+        for para in text.split("\n"):
+            line = ""
+            for word in para.split(" "):
+                cand = f"{line} {word}" if line else word
+                if fits(cand):
+                    line = cand
+                    continue
+                if line:
+                    lines.append(line)
+                while not fits(word) and len(word) > 1:  # longest head of the word that fits
+                    lo, hi = 1, len(word)
+                    while lo < hi:
+                        mid = (lo + hi + 1) // 2
+                        lo, hi = (mid, hi) if fits(word[:mid]) else (lo, mid - 1)
+                    lines.append(word[:lo])
+                    word = word[lo:]
+                line = word
+            lines.append(line)
+        if len(self._wrap_cache) > 256:
+            self._wrap_cache.clear()
+        self._wrap_cache[key] = lines
+        return lines
+
+    def _draw_text_pair(self):
+        """Prompt on top, the two completions side by side below, wrapped and scrolled; returns the area."""
+        import pygame
+
+        pair = self.current
+        scr = self.screen
+        assert isinstance(pair, PreparedText) and scr is not None
+        x, top, aw, ah = self._text_area()
+        area = pygame.Rect(x, top, aw, ah)
+        size, inner = self.TEXT_SIZE, 10
+        lh = self._font(size).get_linesize()
+        cap_h = self._font(26).get_linesize() + 4
+        bar_w = 8  # room for the scroll bar
+        cw = (aw - bar_w - self.PAD) // 2
+        prompt = self.wrap(pair.prompt.strip() or "(empty prompt)", size, aw - bar_w - 2 * inner)
+        cont = "… " if pair.prompt.strip() else ""  # a completion continues the prompt
+        sides = [self.wrap(cont + c.strip() if c.strip() else "(empty)", size, cw - 2 * inner) for c in pair.completions]
+        prompt_h = len(prompt) * lh + 2 * inner
+        comp_h = max(len(sides[0]), len(sides[1])) * lh + 2 * inner
+        content_h = cap_h + prompt_h + self.PAD + cap_h + comp_h
+        self._scroll_max = max(0, content_h - ah)
+        self.scroll = min(self.scroll, self._scroll_max)
+        scr.set_clip(area)
+        scr.fill(BG, area)
+        y = top - self.scroll
+        self._text("PROMPT", (x, y), 24, DIM)
+        y += cap_h
+        pygame.draw.rect(scr, PANEL, (x, y, aw - bar_w, prompt_h), border_radius=6)
+        for k, line in enumerate(prompt):
+            self._text(line, (x + inner, y + inner + k * lh), size, TEXT)
+        y += prompt_h + self.PAD
+        keys = (f"{self._key('←')} or 1", f"{self._key('→')} or 2")
+        for side in (0, 1):
+            x0 = x + side * (cw + self.PAD)
+            r = self._text(("LEFT", "RIGHT")[side], (x0, y), 26)
+            self._text(f"[{keys[side]}]", (r.right + 12, y + 2), 24, ACCENT)
+            self._text(f"item {(pair.query.left, pair.query.right)[side]}", (x0 + cw, y + 2), 20, DIM, "topright")
+            pygame.draw.rect(scr, PANEL, (x0, y + cap_h, cw, comp_h), border_radius=6)
+            color = TEXT if pair.completions[side].strip() else DIM
+            for k, line in enumerate(sides[side]):
+                self._text(line, (x0 + inner, y + cap_h + inner + k * lh), size, color)
+        if self._scroll_max > 0:  # scroll bar: where the view is in the whole pair
+            track = pygame.Rect(area.right - bar_w + 3, top, bar_w - 3, ah)
+            pygame.draw.rect(scr, PANEL, track, border_radius=3)
+            th = max(24, ah * ah // content_h)
+            ty = top + (ah - th) * self.scroll // self._scroll_max
+            pygame.draw.rect(scr, ACCENT, (track.x, ty, track.w, th), border_radius=3)
+        scr.set_clip(None)
+        return area
 
     def _draw_waiting(self, now: float) -> None:
         import pygame
@@ -628,15 +760,20 @@ class Viewer:
             (f"{self._key('↑')} E", "equal"), (f"{self._key('↓')} S", "can't tell"),
             ("Space", "replay"), ("Backspace", "undo"), ("Q Esc", "quit"),
         ]
+        text = isinstance(self.current, PreparedText)
+        if text:
+            legend[4] = ("PgUp PgDn", "scroll")
         font = self._font(22)
 
         def width(items: list[tuple[str, str]]) -> int:
             return sum(font.size(k)[0] + font.size(d)[0] + 36 for k, d in items)
 
         if width(legend) > w - 2 * self.PAD:  # narrow window: short words, then a smaller font
-            short = ["left", "right", "equal", "skip", "replay", "undo", "quit"]
+            short = ["left", "right", "equal", "skip", "scroll" if text else "replay", "undo", "quit"]
             legend = [(k, s_) for (k, _), s_ in zip(legend, short)]
             legend[5] = ("Bksp", "undo")
+            if text:
+                legend[4] = ("PgDn", "scroll")
             if width(legend) > w - 2 * self.PAD:
                 font = self._font(17)
         x = self.PAD
