@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from prefrl.control.rate import RateCommand
 from prefrl.core.types import PrefrlError
 
 
@@ -204,4 +205,4 @@ def _print_summary(run_dir: Path, summary: dict) -> None:
             print(f"wrote {run_dir / name}")
 
 
-COMMANDS = {"tasks": TasksCommand, "train": TrainCommand, "eval": EvalCommand}
+COMMANDS = {"tasks": TasksCommand, "train": TrainCommand, "eval": EvalCommand, "rate": RateCommand}

@@ -1,0 +1,210 @@
+"""`prefrl rate`: ratings of control policies (run directories' agents) from comparisons of their clips.
+
+Each run's saved agent (``agent.pt``: the final agent, or the last checkpoint of an interrupted
+run) plays on a fresh env seed and its play is cut into clips of the task's clip length. A
+judgment compares a clip of one policy with a clip of another: a scripted teacher on the true
+reward (``--oracle``), or people in the viewer (``--human``: the pairs are queued in OUT's
+store and ``prefrl label --run-dir OUT`` shows them). Bradley-Terry ratings with bootstrap
+intervals are fit on the judgments (``prefrl.core.ratings``); ``--adaptive`` asks next about
+the pair of policies whose intervals overlap the most.
+
+OUT holds the store (clips, judgments, which clip came from which run), ``ratings.md``,
+``ratings.json`` and ``ratings.png``; rerunning on the same OUT resumes: its clips and
+judgments are reused and only the missing comparisons are asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prefrl.core.oracles import check_oracle_name, open_oracle
+from prefrl.core.ratings import (
+    RatingConfig,
+    RatingPlan,
+    display_names,
+    print_progress,
+    record_pool,
+    run_rating,
+    stored_pools,
+    write_ratings,
+)
+from prefrl.core.rundir import Meta, RunDir
+from prefrl.core.store import STORE_FILE, PreferenceStore
+from prefrl.core.types import Clips, PrefrlError
+
+
+@dataclass
+class RateCommand:
+    """Rate policies (run directories' agents) from comparisons of their clips: Bradley-Terry ratings, bootstrap intervals."""
+
+    run_dirs: list[Path]
+    """Run directories written by `prefrl train` (two or more; each needs its agent.pt)."""
+    out: Path = Path("runs/rate")
+    """Where the store of comparisons, ratings.md, ratings.json and ratings.png go (a rerun resumes)."""
+    oracle: str | None = None
+    """Scripted teacher on the true reward: synthetic (default), stochastic, myopic, mistake, skip, equal."""
+    human: bool = False
+    """People judge instead: pairs are queued in OUT for `prefrl label --run-dir OUT`; this waits for them."""
+    adaptive: bool = False
+    """Ask next about the pair of policies whose intervals overlap the most (default: every pair equally often)."""
+    comparisons: int = 150
+    """Judgments to reach in OUT (those already there count)."""
+    stop_when_separated: bool = False
+    """Stop before --comparisons once every two policies' intervals are disjoint."""
+    clips: int = 30
+    """Clips sampled from each agent."""
+    deterministic: bool = False
+    """Clips of the agents' mean actions (default: actions sampled from the policy, as in training)."""
+    batch: int | None = None
+    """Pairs asked at once (default: 1 for a scripted teacher, 6 for people)."""
+    bootstrap: int = 300
+    """Bootstrap replicates for the intervals."""
+    ci: float = 0.9
+    """Coverage of the intervals."""
+    seed: int = 0
+    """Seed of the clips' env, the pair choice, the oracle and the bootstrap."""
+
+    def run(self) -> dict:
+        from prefrl.control.envs import ensure_headless_rendering
+        from prefrl.viz import plot_ratings
+
+        runs = self.check()
+        ensure_headless_rendering()
+        cfg = RatingConfig(bootstrap=self.bootstrap, ci=self.ci)
+        rng = np.random.default_rng(self.seed)
+        with PreferenceStore(self.out) as store:
+            keys, names, pools = self._pools(store, runs)
+            pool_returns = [store.load_clips(p).true_returns() for p in pools]
+            store.set_meta(Meta.LABEL_BUDGET.value, self.comparisons)
+            store.set_meta(Meta.STATUS.value, "running")
+            oracle = open_oracle("human" if self.human else self.oracle or "synthetic", store, rng)
+            oracle.calibrate(np.concatenate(pool_returns))
+            plan = RatingPlan(keys, names, pools, aligned=False, load=lambda ids: store.load_clips(ids))
+            print(f"rating {len(keys)} policies from up to {self.comparisons} comparisons "
+                  f"({'adaptive' if self.adaptive else 'uniform'} pairs, oracle {oracle.name}) -> {self.out}")
+            if self.human:
+                print(f"judge the pairs with: prefrl label --run-dir {self.out}")
+            ratings = run_rating(store, oracle, plan, self.comparisons, "adaptive" if self.adaptive else "uniform", cfg, rng,
+                                 batch=self.batch or (6 if self.human else 1), stop_when_separated=self.stop_when_separated,
+                                 on_progress=print_progress)
+            store.set_meta(Meta.STATUS.value, "finished")
+            store.cancel_pending()
+        ratings.extra["clip return"] = [float(r.mean()) for r in pool_returns]
+        info = {"run_dirs": {n: k for n, k in zip(names, keys)}, "oracle": oracle.name,
+                "scheme": "adaptive" if self.adaptive else "uniform", "clips_per_policy": self.clips,
+                "deterministic": self.deterministic}
+        md, js = write_ratings(self.out, ratings, info)
+        png = plot_ratings(ratings, self.out / "ratings.png", title="prefrl rate")
+        print(ratings.markdown())
+        print(f"wrote {md}, {js}, {png}")
+        return {**ratings.to_json(), **info}
+
+    def check(self) -> list[tuple[Path, object]]:
+        """Refuse bad input before anything runs; returns (run dir, its config) of each policy."""
+        from prefrl.control.config import clip_length, load_run_config
+
+        if self.human and self.oracle is not None:
+            raise PrefrlError("give `--oracle NAME` (a scripted teacher) or `--human` (people), not both")
+        if self.oracle is not None:
+            check_oracle_name(self.oracle)
+            if self.oracle == "human":
+                raise PrefrlError("people judge with `--human`, not `--oracle human`")
+        for name in ("comparisons", "bootstrap"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise PrefrlError(f"`--{name}` must be an integer >= 1, got {v!r}")
+        if self.clips < 2:
+            raise PrefrlError(f"`--clips` must be >= 2, got {self.clips}")
+        if self.batch is not None and self.batch < 1:
+            raise PrefrlError(f"`--batch` must be >= 1, got {self.batch}")
+        RatingConfig(bootstrap=self.bootstrap, ci=self.ci)
+        if len(self.run_dirs) < 2:
+            raise PrefrlError(f"`--run-dirs` needs at least two run directories to compare, got {len(self.run_dirs)}")
+        seen: dict[Path, Path] = {}
+        runs = []
+        for d in self.run_dirs:
+            if not d.exists():
+                raise PrefrlError(f"{d}: no such run directory")
+            if not d.is_dir():
+                raise PrefrlError(f"{d}: not a directory")
+            if d.resolve() in seen:
+                raise PrefrlError(f"{d}: given twice in `--run-dirs` (as {seen[d.resolve()]})")
+            seen[d.resolve()] = d
+            if not RunDir(d).config.is_file():
+                raise PrefrlError(f"{d}: not a prefrl run directory (no {RunDir.CONFIG}); train one with `prefrl train`")
+            if not RunDir(d).agent.is_file():
+                raise PrefrlError(f"{d}: no agent to rate ({RunDir.AGENT} is missing: the run saved no checkpoint yet)")
+            runs.append((d, load_run_config(d)))
+        kinds = {(c.task.env.id, clip_length(c.task)) for _, c in runs}
+        if len(kinds) > 1:
+            listed = ", ".join(f"{d} ({c.task.env.id}, clips of {clip_length(c.task)} steps)" for d, c in runs)
+            raise PrefrlError(f"the runs must share an environment and clip length to compare their clips: {listed}")
+        if self.out.exists() and not self.out.is_dir():
+            raise PrefrlError(f"{self.out}: exists and is not a directory")
+        if (self.out / STORE_FILE).is_file():
+            self._check_existing(runs)
+        return runs
+
+    def _check_existing(self, runs: list[tuple[Path, object]]) -> None:
+        """An existing OUT must hold clips a rerun can use (and frames, for people)."""
+        with PreferenceStore(self.out, create=False, readonly=True) as store:
+            pools = stored_pools(store)
+            if store.text_ids():
+                raise PrefrlError(f"{self.out}: holds text items (a `prefrl text rate` output); rate control policies into another --out")
+            if self.human:
+                for d, _ in runs:
+                    ids = pools.get(str(d.resolve()))
+                    if ids:
+                        try:
+                            store.load_clips(ids[:1], frames=True)
+                        except PrefrlError as e:
+                            raise PrefrlError(f"{self.out}: the clips of {d} were sampled without frames (for a scripted "
+                                              "teacher), so people cannot judge them; use another --out for --human") from e
+
+    def _pools(self, store: PreferenceStore, runs: list[tuple[Path, object]]) -> tuple[list[str], list[str], list[list[int]]]:
+        """Each run's clip ids in the store, sampling (and recording) the clips of runs it lacks."""
+        stored = stored_pools(store)
+        keys = [str(d.resolve()) for d, _ in runs]
+        for (d, cfg), key in zip(runs, keys):
+            if key in stored:
+                print(f"{d}: {len(stored[key])} clips already in {self.out}")
+                continue
+            clips = agent_clips(d, self.clips, frames=self.human, deterministic=self.deterministic,
+                                seed_offset=40_000 + 1000 * self.seed)
+            ids = store.add_clips(clips, keep_frames=self.human)
+            record_pool(store, key, ids)
+            stored[key] = ids
+            print(f"{d}: sampled {len(ids)} clips (mean true return {clips.true_returns().mean():.2f})")
+        cfg = runs[0][1]
+        store.set_meta(Meta.TASK.value, cfg.task.name)
+        from prefrl.control.envs import env_dt
+
+        dt = env_dt(cfg.task.env)
+        if dt:
+            store.set_meta(Meta.RENDER_FPS.value, round(1.0 / dt, 2))
+        return keys, display_names([d for d, _ in runs]), [stored[k] for k in keys]
+
+
+def agent_clips(run_dir: Path, n: int, frames: bool = False, deterministic: bool = False, seed_offset: int = 40_000) -> Clips:
+    """``n`` clips (the task's clip length) of the run's saved agent playing on a fresh env seed."""
+    from prefrl.control.config import clip_length, load_run_config
+    from prefrl.control.evaluate import open_agent
+    from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv
+
+    collector = ClipCollector(1, clip_length(load_run_config(run_dir).task), n, keep_frames=frames)
+    _, env, model = open_agent(run_dir, seed_offset=seed_offset, render=frames,
+                               wrap=lambda venv: LearnedRewardVecEnv(venv, None, collector))
+    obs = env.reset()
+    limit = 50 * n * collector.clip_length
+    for _ in range(limit):
+        if collector.total_clips >= n:
+            break
+        action, _ = model.predict(obs, deterministic=deterministic)
+        obs, _, _, _ = env.step(action)
+    env.close()
+    if collector.total_clips < n:
+        raise PrefrlError(f"{run_dir}: the agent produced {collector.total_clips} of {n} clips in {limit} steps")
+    return collector.clips()

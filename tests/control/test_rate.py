@@ -1,0 +1,135 @@
+"""`prefrl rate` on tiny InvertedPendulum agents: a pole-pusher, an untrained and a briefly trained agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from prefrl.cli import main
+from prefrl.core.ratings import stored_pools
+from prefrl.core.store import PreferenceStore
+from prefrl.core.types import PrefrlError
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+TINY = """
+name = "tiny-rate"
+steps = 4096
+[env]
+id = "InvertedPendulum-v5"
+episode = "fixed"
+termination_penalty = -10.0
+max_episode_steps = 200
+[ppo]
+n_steps = 512
+batch_size = 64
+n_epochs = 4
+[prefs]
+clip_length = 10
+"""
+
+
+@pytest.fixture(scope="module")
+def agents(tmp_path_factory) -> dict[str, Path]:
+    """Three agents of clearly different quality on one task."""
+    root = tmp_path_factory.mktemp("agents")
+    preset = root / "tiny.toml"
+    preset.write_text(TINY)
+    out = {}
+    for name, steps in (("untrained", 512), ("trained", 6144)):
+        out[name] = root / name
+        main(["train", "--task", str(preset), "--reward", "true", "--steps", str(steps), "--run-dir", str(out[name]),
+              "--eval-episodes", "0", "--no-video"])
+    # a policy that always pushes the cart hard one way: the pole falls within a few steps, every time
+    out["pusher"] = root / "pusher"
+    shutil.copytree(out["untrained"], out["pusher"])
+    ckpt = torch.load(out["pusher"] / "agent.pt", weights_only=True)
+    ckpt["policy"]["action_net.weight"].zero_()
+    ckpt["policy"]["action_net.bias"].fill_(3.0)
+    ckpt["policy"]["log_std"].fill_(-5.0)
+    torch.save(ckpt, out["pusher"] / "agent.pt")
+    return out
+
+
+def test_rate_ranks_tiny_agents_and_resumes(agents, tmp_path):
+    out = tmp_path / "rate"
+    dirs = [str(agents[n]) for n in ("pusher", "trained", "untrained")]
+    res = main(["rate", "--run-dirs", *dirs, "--adaptive", "--comparisons", "40", "--clips", "12", "--out", str(out),
+                "--bootstrap", "100"])
+    assert [p["policy"] for p in res["policies"]] == ["trained", "untrained", "pusher"]
+    for name in ("ratings.md", "ratings.json", "ratings.png", "prefs.sqlite"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "ratings.json").read_text())
+    assert saved["comparisons"] == 40 and saved["oracle"] == "synthetic"
+    low = {p["policy"]: p["ci_low"] for p in saved["policies"]}
+    high = {p["policy"]: p["ci_high"] for p in saved["policies"]}
+    assert low["trained"] > high["pusher"]
+    table = (out / "ratings.md").read_text()
+    assert "| 1 | trained |" in table and "90% interval" in table
+    with PreferenceStore(out, readonly=True, create=False) as store:
+        pools = stored_pools(store)
+        assert sorted(pools) == sorted(str(Path(d).resolve()) for d in dirs)
+        assert all(len(p) == 12 for p in pools.values())
+        first = [j.id for j in store.judgments()]
+    # a rerun resumes: same clips, the 40 judgments kept, 20 more asked
+    res2 = main(["rate", "--run-dirs", *dirs, "--comparisons", "60", "--clips", "12", "--out", str(out),
+                 "--bootstrap", "100"])
+    assert res2["comparisons"] == 60
+    with PreferenceStore(out, readonly=True, create=False) as store:
+        assert stored_pools(store) == pools
+        assert [j.id for j in store.judgments()][:40] == first
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--run-dirs", "{trained}", "{missing}"], "no such run directory"),
+        (["--run-dirs", "{trained}", "{noagent}"], "no agent to rate"),
+        (["--run-dirs", "{trained}", "{notrun}"], "not a prefrl run directory"),
+        (["--run-dirs", "{trained}"], "at least two"),
+        (["--run-dirs", "{trained}", "{trained}"], "given twice"),
+        (["--run-dirs", "{trained}", "{pusher}", "--oracle", "synthetc"], "unknown oracle `synthetc`.*did you mean `synthetic`"),
+        (["--run-dirs", "{trained}", "{pusher}", "--oracle", "mistake", "--human"], "not both"),
+        (["--run-dirs", "{trained}", "{pusher}", "--comparisons", "0"], "--comparisons"),
+        (["--run-dirs", "{trained}", "{pusher}", "--out", "{afile}"], "not a directory"),
+    ],
+)
+def test_bad_input_is_refused_before_anything_runs(agents, tmp_path, flags, match):
+    noagent = tmp_path / "noagent"
+    shutil.copytree(agents["trained"], noagent, ignore=shutil.ignore_patterns("agent.pt"))
+    notrun = tmp_path / "notrun"
+    notrun.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    names = {**{k: str(v) for k, v in agents.items()}, "missing": str(tmp_path / "missing"), "noagent": str(noagent),
+             "notrun": str(notrun), "afile": str(afile)}
+    out = tmp_path / "out"
+    args = [f.format(**names) for f in flags]
+    if "--out" not in args:
+        args += ["--out", str(out)]
+    with pytest.raises(PrefrlError, match=match):
+        main(["rate", *args])
+    assert not out.exists()  # nothing ran
+
+
+def test_human_rating_needs_clips_with_frames(agents, tmp_path):
+    out = tmp_path / "scripted"
+    dirs = [str(agents["trained"]), str(agents["pusher"])]
+    main(["rate", "--run-dirs", *dirs, "--comparisons", "4", "--clips", "3", "--out", str(out), "--bootstrap", "50"])
+    with pytest.raises(PrefrlError, match="without frames"):
+        main(["rate", "--run-dirs", *dirs, "--human", "--out", str(out)])
+
+
+def test_agent_clips_differ_in_true_return(agents):
+    from prefrl.control.rate import agent_clips
+
+    good = agent_clips(agents["trained"], 10).true_returns()
+    bad = agent_clips(agents["pusher"], 10).true_returns()
+    assert good.shape == bad.shape == (10,)
+    assert np.mean(good) > np.mean(bad)
