@@ -141,7 +141,7 @@ COMMANDS: dict[str, type] = {
 }
 
 
-COMMAND_MODULES = ("prefrl.control.commands", "prefrl.human.commands", "prefrl.text.commands")
+COMMAND_MODULES = ("prefrl.control.commands", "prefrl.human.commands", "prefrl.text.commands", "prefrl.text.rate")
 
 
 def _register_part_commands() -> None:
