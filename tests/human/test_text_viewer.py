@@ -190,3 +190,17 @@ def test_prefs_stats_on_a_text_store_without_hand_labels(text_ds, capsys):
     assert out["annotators"]["demo/synthetic"]["judgments"] == 4
     assert "no hand labels yet" in capsys.readouterr().out
     json.dumps(out)
+
+
+def test_label_command_opens_a_text_dataset(text_ds, capsys):
+    root = open_dataset_store(text_ds)
+    v = viewer(root, "dan")
+    try:
+        for _ in range(4):
+            settle(v)
+            press(v, "left")
+    finally:
+        v.close()
+    counts = main(["label", "--dataset", str(text_ds), "--annotator", "dan", "--exit-when-done", "--width", "400", "--height", "300"])
+    assert counts["mine"] == 4 and counts["open"] == 0  # every pair judged: the window closes by itself
+    assert "dan: 4 judgments saved" in capsys.readouterr().out
