@@ -60,6 +60,9 @@ class TrainCommand:
     """PPO rollouts (SAC: progress rows, [sac] log_every steps each) between checkpoints for --resume."""
     algo: str | None = None
     """Learner: `ppo` or `sac` (PEBBLE: SAC, unsupervised pre-training, relabeled replay buffer; [sac] settings). Default: the preset's (ppo)."""
+    on_alarm: str | None = None
+    """Reward-hacking monitor ([monitor]): on an alarm `warn` (default), `stop` training, or `ask` extra labels on the
+    flagged clips; `off` disables the monitor."""
 
     def run(self) -> dict:
         from prefrl.control.envs import ensure_headless_rendering
@@ -86,6 +89,8 @@ class TrainCommand:
         top: dict = {"prefs": over} if over else {}
         if self.algo is not None:
             top["algo"] = self.algo
+        if self.on_alarm is not None:
+            top["monitor"] = {"enabled": False} if self.on_alarm == "off" else {"on_alarm": self.on_alarm}
         if top:
             task = task.with_overrides(top, where=f"task `{task.name}` with the flags given")
         oracle, seed, reward = self.oracle or "synthetic", self.seed if self.seed is not None else 0, self.reward or "learned"
@@ -114,10 +119,12 @@ class TrainCommand:
         if self.run_dir is None:
             raise PrefrlError("`--resume` needs `--run-dir` of the run to continue")
         cfg = load_run_config(self.run_dir)
+        mon = cfg.task.monitor
         given = {"task": self.task, "oracle": self.oracle, "labels": self.labels, "seed": self.seed,
-                 "reward": self.reward, "reward-model": self.reward_model, "algo": self.algo}
+                 "reward": self.reward, "reward-model": self.reward_model, "algo": self.algo, "on-alarm": self.on_alarm}
         recorded = {"task": None, "oracle": cfg.oracle, "labels": cfg.task.prefs.labels, "seed": cfg.seed,
-                    "reward": cfg.reward, "reward-model": cfg.reward_model, "algo": cfg.task.algo}
+                    "reward": cfg.reward, "reward-model": cfg.reward_model, "algo": cfg.task.algo,
+                    "on-alarm": mon.on_alarm if mon.enabled else "off"}
         changed = [k for k, v in given.items() if v is not None and (k == "task" or str(v) != str(recorded[k]))]
         if changed:
             flags = ", ".join(f"--{k} (run: {recorded[k]})" if k != "task" else "--task" for k in changed)

@@ -96,11 +96,13 @@ def evaluate_run(run_dir: str | Path, episodes: int = 5, video: bool = False, vi
     return out
 
 
-def finish_arm(cfg: RunConfig, rd: RunDir, model, env, engine, store, wall: float, algo: str | None = None) -> dict:
+def finish_arm(cfg: RunConfig, rd: RunDir, model, env, engine, store, wall: float, algo: str | None = None,
+               monitor: dict | None = None) -> dict:
     """The end of one arm (PPO or SAC): summary.json, the store marked finished, the final evaluation.
 
     ``summary["labels"]`` is the number of judgments the saved reward model was fit on
-    (``engine.labels_at_fit``), so the summary and the model always agree.
+    (``engine.labels_at_fit``), so the summary and the model always agree. ``monitor``: the
+    reward-hacking monitor's block (``prefrl.control.monitor.MonitorCallback.summary``).
     """
     ep_true = [ep["r"] for ep in (model.ep_info_buffer or [])]  # None when a resume had no steps left
     learned = cfg.reward == "learned"
@@ -115,6 +117,8 @@ def finish_arm(cfg: RunConfig, rd: RunDir, model, env, engine, store, wall: floa
         "true_return_mean": float(np.mean(ep_true)) if ep_true else None,
         "wall_s": round(wall, 2),
     }
+    if monitor is not None:
+        summary["monitor"] = monitor
     if store is not None:
         store.set_meta(Meta.STATUS.value, "finished")
         store.cancel_pending()

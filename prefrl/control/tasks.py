@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefrl.core.engine import PrefsConfig
+from prefrl.core.monitor import MonitorConfig
 from prefrl.core.nets import RewardModelConfig
 from prefrl.core.trainer import RewardTrainConfig
 from prefrl.core.types import PrefrlError
@@ -214,6 +215,8 @@ class TaskConfig:
     algo: str = "ppo"
     """Learner: `ppo` (Christiano et al. 2017) or `sac` (PEBBLE, Lee et al. 2021; settings in [sac])."""
     sac: SACConfig = field(default_factory=SACConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    """The reward-hacking monitor (PPO runs on a learned reward; prefrl.core.monitor)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -244,7 +247,7 @@ _MOVED = {
 }
 _SECTIONS = {"EnvConfig": EnvConfig, "PPOConfig": PPOConfig, "PrefsConfig": PrefsConfig,
              "RewardModelConfig": RewardModelConfig, "RewardTrainConfig": RewardTrainConfig,
-             "SACConfig": SACConfig}
+             "SACConfig": SACConfig, "MonitorConfig": MonitorConfig}
 _FREE_DICTS = ("make_kwargs", "atari", "options")
 
 
@@ -331,7 +334,7 @@ def _build(cls: type, d: dict, where: str) -> object:
         return cls(**kwargs)
     except (PrefrlError, TypeError, ValueError) as e:
         msg = str(e)
-        for prefix in ("[env] ", "[prefs] ", "[ppo] ", "[sac] "):
+        for prefix in ("[env] ", "[prefs] ", "[ppo] ", "[sac] ", "[monitor] "):
             msg = msg.removeprefix(prefix)
         raise PrefrlError(f"{where}: {msg}") from e
 

@@ -17,6 +17,7 @@ from prefrl.control.callbacks import PROGRESS_FIELDS, PreferenceCallback, Progre
 from prefrl.control.config import RunConfig, clip_length
 from prefrl.control.envs import env_dt, make_vec_env
 from prefrl.control.evaluate import finish_arm
+from prefrl.control.monitor import MONITOR_FIELDS, MonitorCallback
 from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv
 from prefrl.control.sac import run_sac_arm
 from prefrl.control.tasks import TaskConfig
@@ -148,7 +149,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     if ckpt is not None:
         restore_agent(model, env, ckpt)
         done_steps = int(ckpt["num_timesteps"])
-    progress = ProgressLog(rd.progress, PROGRESS_FIELDS)
+    progress = ProgressLog(rd.progress, PROGRESS_FIELDS + (MONITOR_FIELDS if learned and task.monitor.enabled else []))
     if resume:
         progress.truncate("timesteps", done_steps)  # rows written after the last checkpoint are redone
     clock = WallClock(ckpt["wall_s"] if ckpt is not None else 0.0)
@@ -156,7 +157,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     total = rollout_total(cfg.steps, task.ppo.n_steps, venv.num_envs)
     bar = ProgressBar(name, total, done_steps) if done_steps < cfg.steps else None
 
-    store = engine = None
+    store = engine = monitor = None
     if learned:
         store, engine = _open_engine(cfg, rd, venv, rng, resume)
         _initial_labels(cfg, engine, length)
@@ -172,6 +173,9 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
 
         callback: ProgressCallback = PreferenceCallback(engine, wrapper, progress, clock, checkpoint,
                                                         cfg.checkpoint_every, bar)
+        if task.monitor.enabled:  # the reward-hacking monitor measures as each progress row is written
+            monitor = MonitorCallback(task.monitor, callback, cfg.seed)
+            callback.progress = monitor.progress_log(progress)
     else:
         def checkpoint() -> None:
             save_agent(rd.agent, model, env, clock())
@@ -180,7 +184,8 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
 
     remaining = cfg.steps - done_steps
     if remaining > 0:
-        model.learn(total_timesteps=remaining, callback=callback, reset_num_timesteps=not resume, tb_log_name="ppo")
+        callbacks = [callback] if monitor is None else [callback, monitor]
+        model.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=not resume, tb_log_name="ppo")
     if bar is not None:
         bar.close()
     if engine is not None:
@@ -189,7 +194,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
                                                      "fit_judgment_id": engine.fit_judgment_id})
     wall = clock()
     save_agent(rd.agent, model, env, wall)
-    return finish_arm(cfg, rd, model, env, engine, store, wall)
+    return finish_arm(cfg, rd, model, env, engine, store, wall, monitor=monitor.summary() if monitor else None)
 
 
 def _open_engine(cfg: RunConfig, rd: RunDir, venv, rng: np.random.Generator,

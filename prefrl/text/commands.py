@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from prefrl.core.monitor import MonitorConfig
 from prefrl.core.rundir import RunDir, write_json_atomic
 from prefrl.core.trainer import RewardTrainConfig
 from prefrl.core.types import PrefrlError
@@ -287,6 +288,8 @@ class TextPPO:
     """Re-normalise the reward model so the reference's completions average 0, std 1."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    """The reward-hacking monitor (on by default; `--monitor.on-alarm stop` ends PPO at an alarm)."""
     tensorboard: bool = True
     """Write TensorBoard logs to out/tb."""
     seed: int = 0
@@ -300,9 +303,13 @@ class TextPPO:
             self.policy, read_prompts(self.prompts), self.out, self.ppo, self.sample, self.reward_model,
             TextOracle(self.reward_oracle) if self.reward_oracle else None, self.ref,
             TextOracle(self.watch_oracle) if self.watch_oracle else None, self.ptx_data, self.normalise_reference,
-            self.seed, self.tensorboard,
+            self.seed, self.tensorboard, self.monitor,
         )
-        _print(f"PPO policy -> {self.out / 'policy'}", m)
+        _print(f"PPO policy -> {self.out / 'policy'}", {k: v for k, v in m.items() if k != "monitor"})
+        if "monitor" in m:
+            mon = m["monitor"]
+            print(f"  monitor: {mon['alarms']} alarm(s), first at step {mon['first_alarm']}, "
+                  f"in alarm {mon['alarm_updates']} of {mon['updates']} steps (summary.json: monitor)")
         return m
 
 

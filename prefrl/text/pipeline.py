@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prefrl.core.monitor import MonitorConfig, TextMonitor
 from prefrl.core.query import disagreement
 from prefrl.core.rundir import RunDir
 from prefrl.core.store import PreferenceStore, trl_record
@@ -298,8 +299,13 @@ def run_ppo(
     normalise_reference: bool = True,
     seed: int = 0,
     tensorboard: bool = True,
+    monitor: MonitorConfig | None = None,
 ) -> dict[str, float]:
-    """PPO against a reward model (or an oracle's score, for ablations); saves ``out/policy``."""
+    """PPO against a reward model (or an oracle's score, for ablations); saves ``out/policy``.
+
+    ``monitor``: the reward-hacking monitor's settings (default: on, warn); its block goes to
+    summary.json under ``monitor`` and its signals to progress.csv / TensorBoard as ``monitor/*``.
+    """
     from prefrl.text.ppo import TextPPOTrainer
 
     if (reward_model is None) == (reward_oracle is None):
@@ -327,16 +333,20 @@ def run_ppo(
         def reward_fn(p: list[str], c: list[str]) -> np.ndarray:
             return reward_oracle.score(p, c)
 
+    monitor = monitor if monitor is not None else MonitorConfig()
+    watch = TextMonitor(monitor) if monitor.enabled else None
     logger = RunLogger(out, tensorboard=tensorboard)
     trainer = TextPPOTrainer(
         policy, tok, reward_fn, prompts, ppo_cfg, sample_cfg, ref=ref, rng=np.random.default_rng(seed), seed=seed,
         ptx_data=read_sft(ptx_data) if ptx_data is not None else None,
-        oracle=watch_oracle.score if watch_oracle is not None else None, log=logger,
+        oracle=watch_oracle.score if watch_oracle is not None else None, log=logger, monitor=watch,
     )
     t0 = time.perf_counter()
     history = trainer.train()
     logger.close()
     summary = {**(history[-1] if history else {}), "ppo/wall_s": time.perf_counter() - t0, "ppo/steps": float(len(history))}
+    if watch is not None:
+        summary["monitor"] = {**watch.summary(), **({"stopped_at": trainer.stopped_at} if trainer.stopped_at else {})}
     save_lm(policy, tok, RunDir(out).policy, {"kind": "ppo", "from": str(policy_dir), "ppo": ppo_cfg.to_dict(),
                                                  "sample": sample_cfg.to_dict(), "summary": summary})
     from safetensors.torch import save_file

@@ -16,7 +16,9 @@ pretraining mix adds ``ptx_coef`` x the LM loss on demonstrations (PPO-ptx, Ouya
 
 Logged per step (slash paths): ppo/score, ppo/kl (nats per completion), ppo/kl_per_token,
 ppo/entropy (nats per token), ppo/beta, ppo/reward (score - beta * kl), ppo/loss/*,
-ppo/clipfrac, ppo/length, throughput, and oracle/score when an oracle watches.
+ppo/clipfrac, ppo/length, throughput, and oracle/score when an oracle watches; with a
+reward-hacking monitor (``prefrl.core.monitor.TextMonitor``), ``monitor/*`` (KL, suffix share,
+distinct bigrams against the first batch, reward-model vs oracle rank correlation, alarm).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from prefrl.core.monitor import TextMonitor
 from prefrl.text.config import PPOConfig, SampleConfig
 from prefrl.text.data import SFTExample
 from prefrl.text.lm import Samples, forward, max_positions, sample, token_logprobs
@@ -182,6 +185,7 @@ class TextPPOTrainer:
         ptx_data: demonstrations for the pretraining mix (needed when ``cfg.ptx_coef > 0``).
         oracle: optional (prompts, completions) -> (B,) true scores, only logged.
         log: optional callable ``(step, metrics)``.
+        monitor: optional reward-hacking monitor; with ``on_alarm = "stop"`` an alarm ends ``train``.
     """
 
     def __init__(
@@ -198,11 +202,15 @@ class TextPPOTrainer:
         ptx_data: list[SFTExample] | None = None,
         oracle: RewardFn | None = None,
         log: Callable[[int, dict], None] | None = None,
+        monitor: TextMonitor | None = None,
     ):
         if not prompts:
             raise PrefrlError("PPO needs at least one prompt")
         if cfg.ptx_coef > 0 and not ptx_data:
             raise PrefrlError("`ptx_coef` > 0 needs demonstrations for the pretraining mix (`ptx_data`)")
+        if monitor is not None and monitor.cfg.on_alarm == "ask":
+            raise PrefrlError("text PPO trains on a fixed reward model and asks for no labels: the monitor's "
+                              "`on_alarm` must be `warn` or `stop` here, not `ask`")
         self.model = PolicyWithValue(policy)
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
@@ -217,6 +225,11 @@ class TextPPOTrainer:
         self.ptx_data = ptx_data or []
         self.oracle = oracle
         self.log = log
+        self.monitor = monitor
+        self.raw_scores: np.ndarray | None = None  # the last batch's reward-model and oracle scores
+        self.oracle_scores: np.ndarray | None = None
+        self.stopped_at: int | None = None
+        """The step a monitor alarm stopped training at (on_alarm = "stop")."""
         self.kl_ctl = make_kl_controller(cfg)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-5)
         self.step_count = 0
@@ -268,8 +281,11 @@ class TextPPOTrainer:
             "ppo/ended": float(smp.ended.float().mean()),
             "ppo/beta": self.kl_ctl.value,
         }
+        self.oracle_scores = None
         if self.oracle is not None:
-            stats["oracle/score"] = float(np.mean(self.oracle(smp.prompts, smp.completions)))
+            self.oracle_scores = np.asarray(self.oracle(smp.prompts, smp.completions), np.float64)
+            stats["oracle/score"] = float(np.mean(self.oracle_scores))
+        self.raw_scores = raw.numpy()
         batch = {"logprobs": logprobs, "ref_logprobs": ref_logprobs, "values": values, "scores": scores, "kl": kl,
                  "rewards": rewards, "advantages": adv, "returns": returns}
         return smp, batch, stats
@@ -334,12 +350,24 @@ class TextPPOTrainer:
         self.step_count += 1
         stats["ppo/gen_tokens_per_s"] = self.gen_tokens / max(self.gen_s, 1e-9)
         stats["ppo/train_tokens_per_s"] = self.train_tokens / max(self.train_s, 1e-9)
+        if self.monitor is not None:
+            ms = self.monitor.observe(self.step_count, smp.completions, stats["ppo/kl"], self.raw_scores, self.oracle_scores)
+            stats.update({f"monitor/{k}": v for k, v in ms.values.items()})
+            stats["monitor/alarm"] = float(ms.alarm)
+            if ms.started and self.monitor.cfg.on_alarm == "stop":
+                self.stopped_at = self.step_count
         if self.log is not None:
             self.log(self.step_count, stats)
         return stats
 
     def train(self, steps: int | None = None) -> list[dict[str, float]]:
-        return [self.step() for _ in range(self.cfg.steps if steps is None else steps)]
+        """``steps`` PPO steps (default: the config's), fewer when a monitor alarm stops training."""
+        history = []
+        for _ in range(self.cfg.steps if steps is None else steps):
+            history.append(self.step())
+            if self.stopped_at is not None:
+                break
+        return history
 
 
 @torch.no_grad()
