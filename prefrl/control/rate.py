@@ -53,7 +53,8 @@ class RateCommand:
     comparisons: int = 150
     """Judgments to reach in OUT (those already there count)."""
     stop_when_separated: bool = False
-    """Stop before --comparisons once every two policies' intervals are disjoint."""
+    """Stop before --comparisons once every two policies' intervals are disjoint (this looks after every judgment,
+    so the first separation is optimistic; a fixed --comparisons budget is the honest figure)."""
     clips: int = 30
     """Clips sampled from each agent."""
     deterministic: bool = False

@@ -54,7 +54,8 @@ class TextRate:
     comparisons: int = 150
     """Judgments to reach in OUT (those already there count)."""
     stop_when_separated: bool = False
-    """Stop before --comparisons once every two policies' intervals are disjoint."""
+    """Stop before --comparisons once every two policies' intervals are disjoint (this looks after every judgment,
+    so the first separation is optimistic; a fixed --comparisons budget is the honest figure)."""
     n_prompts: int = 64
     """Use the first this-many prompts."""
     batch: int | None = None
