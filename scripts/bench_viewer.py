@@ -11,7 +11,9 @@ of the flip that first shows the next pair. Targets: < 50 ms and 60 fps.
     SDL_VIDEODRIVER=dummy .venv/bin/python scripts/bench_viewer.py
 
 Frames are synthetic (a ball on a gradient) at --frame-size, or real MuJoCo renders
-with --mujoco (slow to produce on a CPU-only machine).
+with --mujoco (slow to produce on a CPU-only machine). With --text the pairs are text
+items instead (a prompt and two review continuations of 20-60 words, wrapped when first
+shown): nothing plays, so only the key latency and the work per drawn frame are timed.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import numpy as np
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
-from prefrl.human.demo import make_demo_store, mujoco_clips, synthetic_clips  # noqa: E402
+from prefrl.core.store import PreferenceStore  # noqa: E402
+from prefrl.human.demo import REVIEWS, make_demo_store, mujoco_clips, synthetic_clips  # noqa: E402
 from prefrl.human.scripted import post_key  # noqa: E402
 from prefrl.human.viewer import Viewer, ViewerConfig  # noqa: E402
 
@@ -41,12 +44,15 @@ def pct(xs: list[float], q: float) -> float:
 def bench(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench_viewer_"))
     n_clips = 2 * args.pairs
-    if args.mujoco:
+    if args.text:
+        make_text_queries(tmp / "run", args.pairs)
+    elif args.mujoco:
         clips = mujoco_clips("InvertedPendulum-v5", n_clips, args.length, (args.frame_size, args.frame_size))
     else:
         clips = synthetic_clips(n_clips, args.length, (args.frame_size, args.frame_size))
-    store, _ = make_demo_store(tmp / "run", args.pairs, clips=clips, label_budget=args.pairs)
-    store.close()
+    if not args.text:
+        store, _ = make_demo_store(tmp / "run", args.pairs, clips=clips, label_budget=args.pairs)
+        store.close()
     # no pause at the loop point: every display frame during playback shows a new clip frame
     cfg = ViewerConfig(width=args.width, height=args.height, fps=args.fps, clip_fps=args.clip_fps, hold_s=0.0,
                        linger_s=0.0)
@@ -58,9 +64,9 @@ def bench(args: argparse.Namespace) -> dict:
         v.step(wait=True)
     f0, t0 = v.frames_drawn, time.perf_counter()
     n_draw0 = len(v.draw_times)
-    while time.perf_counter() - t0 < args.play_s:
+    while time.perf_counter() - t0 < (0 if args.text else args.play_s):
         v.step(wait=True)
-    fps = (v.frames_drawn - f0) / (time.perf_counter() - t0)
+    fps = (v.frames_drawn - f0) / (time.perf_counter() - t0) if not args.text else None
     draw = list(v.draw_times)[n_draw0:]
 
     # 2) keypress -> next pair: a thread presses a key at a random moment while a pair plays
@@ -98,6 +104,8 @@ def bench(args: argparse.Namespace) -> dict:
     for _ in range(3):
         v.step(wait=True)
     stop.set()
+    if args.text:  # nothing plays: the frames drawn are those of new pairs (layout and wrapping included)
+        draw = list(v.draw_times)[n_draw0:]
     shown = v.pair_shown_times[shown0:]
     lat, wait = [], []
     handled = v.key_times[keys0:]
@@ -113,10 +121,11 @@ def bench(args: argparse.Namespace) -> dict:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "driver": pygame.display.get_driver(),
         "window": list(v.screen.get_size()),
-        "frames": f"{args.pairs * 2} clips x {args.length} steps of {args.frame_size}x{args.frame_size}"
+        "frames": f"{args.pairs} text pairs" if args.text else
+        f"{args.pairs * 2} clips x {args.length} steps of {args.frame_size}x{args.frame_size}"
         + (" MuJoCo" if args.mujoco else " synthetic"),
         "panel": list(v._box),
-        "playback_fps": round(fps, 1),  # flips per second, each a new clip frame at clip_fps 60
+        "playback_fps": None if fps is None else round(fps, 1),  # flips per second, each a new clip frame at clip_fps 60
         "frame_work_ms_mean": round(1000 * float(np.mean(draw)), 2),
         "frame_work_ms_p99": round(1000 * pct(draw, 99), 2),
         "keys": len(lat),
@@ -134,6 +143,21 @@ def bench(args: argparse.Namespace) -> dict:
     return res
 
 
+def make_text_queries(root: Path, pairs: int) -> None:
+    """A run's store of ``pairs`` pending text pairs (review continuations of 20-60 words)."""
+    rng = np.random.default_rng(0)
+    words = " ".join(g + b for _, g, b in REVIEWS).split()
+    with PreferenceStore(root) as store:
+        ids = []
+        for i in range(pairs):
+            prompt = f"{REVIEWS[i % len(REVIEWS)][0]} (review {i})"
+            comps = [" " + " ".join(rng.choice(words, int(rng.integers(20, 60)))) for _ in (0, 1)]
+            ids.append(store.add_texts([prompt, prompt], comps))
+        store.add_queries(np.array(ids), np.linspace(1.0, 0.0, pairs))
+        store.set_meta("label_budget", pairs)
+        store.set_meta("status", "running")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pairs", type=int, default=24)
@@ -148,6 +172,7 @@ def main() -> None:
                    help="clip playback speed; 60 makes every display frame a new clip frame")
     p.add_argument("--play-s", type=float, default=5.0, help="seconds of playback to time")
     p.add_argument("--mujoco", action="store_true", help="real InvertedPendulum renders (needs MUJOCO_GL=egl)")
+    p.add_argument("--text", action="store_true", help="pairs of text items instead of clips")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
     res = bench(args)
