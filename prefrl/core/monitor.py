@@ -64,15 +64,15 @@ class MonitorConfig:
     """Newest clips kept per update for the window (fewer when clips are large: the window holds <= 64 MiB)."""
     patience: int = 2
     """Flagged measurements in a row that raise a signal's alarm (and unflagged ones that clear it)."""
-    min_rank_corr: float = 0.0
+    min_rank_corr: float = -0.2
     """rank_corr (learned vs true clip returns on recent clips) below this is flagged."""
     max_divergence: float = 0.5
     """divergence (learned return up and true return down across the window, in clip-spread units) above this is flagged."""
     max_ood_ratio: float = 4.0
     """ood_ratio (ensemble disagreement on the policy's clips / on labeled clips) above this is flagged."""
-    min_new_accuracy: float = 0.5
+    min_new_accuracy: float = 0.4
     """new_accuracy (on judgments the model was not fit on yet) below this is flagged."""
-    min_new_judgments: int = 30
+    min_new_judgments: int = 50
     """Strict new judgments pooled (over the latest refits) before new_accuracy is measured."""
     ask_labels: int = 20
     """Pairs asked on the flagged clips at the start of an alarm (on_alarm = "ask")."""

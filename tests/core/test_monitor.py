@@ -74,7 +74,8 @@ def test_ood_ratio_and_pooled_accuracy():
 
 def test_alarm_needs_patience_and_is_announced_once_per_episode():
     said: list[str] = []
-    mon = HackingMonitor(MonitorConfig(patience=2), control_flags(MonitorConfig()), say=said.append)
+    cfg = MonitorConfig(patience=2, min_rank_corr=0.0)
+    mon = HackingMonitor(cfg, control_flags(cfg), say=said.append)
     series = [0.5, -0.2, 0.6, -0.3, -0.4, -0.5, -0.6, float("nan"), -0.7, 0.4, 0.5, 0.6, -0.3, -0.2]
     steps = [mon.observe(t, {"rank_corr": v}) for t, v in enumerate(series)]
     # one flagged value between healthy ones raises nothing; two in a row start an episode that
