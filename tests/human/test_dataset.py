@@ -24,6 +24,13 @@ from prefrl.core.store import Judgment, PreferenceStore  # noqa: E402
 from prefrl.core.types import PrefrlError  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def dummy_video(monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    yield
+    pygame.display.quit()
+
+
 @pytest.fixture
 def dataset(tmp_path):
     """A dataset exported from a run: 8 clips with frames, 5 synthetic-oracle comparisons."""

@@ -25,6 +25,13 @@ from prefrl.human.stats import store_stats  # noqa: E402
 from prefrl.human.viewer import Viewer, ViewerConfig  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def dummy_video(monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    yield
+    pygame.display.quit()
+
+
 @pytest.fixture
 def text_ds(tmp_path):
     """A directory holding a store of 4 oracle-judged text pairs, as `prefrl text label` leaves it."""

@@ -27,6 +27,13 @@ from prefrl.core.types import PrefrlError  # noqa: E402
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def dummy_video(monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    yield
+    pygame.display.quit()
+
+
 @pytest.fixture
 def run_dir(tmp_path):
     store, _ = make_demo_store(tmp_path / "run", 6, clips=synthetic_clips(8, length=6, size=(24, 32)), label_budget=10)
