@@ -30,7 +30,8 @@ Signals (NaN when not measurable at an update; a NaN never raises or clears a fl
   oracle scores over the batch.
 
 A signal is in alarm after ``patience`` flagged measurements in a row and leaves it after
-``patience`` unflagged ones; the monitor is in alarm while any signal is. Each episode of
+twice as many unflagged ones (so a value hovering at its threshold does not start a new
+episode every few updates); the monitor is in alarm while any signal is. Each episode of
 alarm is announced once (and its end once), so a long alarm never floods the console.
 """
 
@@ -63,7 +64,7 @@ class MonitorConfig:
     clips_per_update: int = 64
     """Newest clips kept per update for the window (fewer when clips are large: the window holds <= 64 MiB)."""
     patience: int = 2
-    """Flagged measurements in a row that raise a signal's alarm (and unflagged ones that clear it)."""
+    """Flagged measurements in a row that raise a signal's alarm (twice as many unflagged ones clear it)."""
     min_rank_corr: float = -0.2
     """rank_corr (learned vs true clip returns on recent clips) below this is flagged."""
     max_divergence: float = 0.5
@@ -196,16 +197,24 @@ def _words(text: str) -> list[str]:
     return text.lower().split()
 
 
-def suffix_share(texts: Sequence[str], words: int = 3) -> float:
-    """Share of texts ending in the batch's most common last-``words``-word suffix (NaN for an empty batch)."""
+def common_suffix(texts: Sequence[str], words: int = 3) -> tuple[str, float]:
+    """The batch's most common last-``words``-word suffix and the share of texts ending in it (NaN if empty)."""
     if not texts:
-        return float("nan")
+        return "", float("nan")
     counts: dict[tuple[str, ...], int] = {}
     for t in texts:
         key = tuple(_words(t)[-words:])
         if key:
             counts[key] = counts.get(key, 0) + 1
-    return max(counts.values(), default=0) / len(texts)
+    if not counts:
+        return "", 0.0
+    key = max(counts, key=counts.__getitem__)
+    return " ".join(key), counts[key] / len(texts)
+
+
+def suffix_share(texts: Sequence[str], words: int = 3) -> float:
+    """Share of texts ending in the batch's most common last-``words``-word suffix (NaN for an empty batch)."""
+    return common_suffix(texts, words)[1]
 
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float:
@@ -230,9 +239,9 @@ class Flag:
             return None
         return bool((self.low is not None and value < self.low) or (self.high is not None and value > self.high))
 
-    def describe(self, value: float) -> str:
+    def describe(self, value: float, detail: str | None = None) -> str:
         bound = f"< {self.low:g}" if self.low is not None and value < self.low else f"> {self.high:g}"
-        return f"{self.name} {value:.2f} {bound} ({self.meaning})"
+        return f"{self.name} {value:.2f} {bound} ({self.meaning}{': ' + detail if detail else ''})"
 
 
 def control_flags(cfg: MonitorConfig) -> list[Flag]:
@@ -301,8 +310,9 @@ class HackingMonitor:
     def alarm(self) -> bool:
         return bool(self.active)
 
-    def observe(self, t: int, values: dict[str, float]) -> MonitorStep:
-        """Judge one update's signal values (others in ``values`` are only recorded)."""
+    def observe(self, t: int, values: dict[str, float], details: dict[str, str] | None = None) -> MonitorStep:
+        """Judge one update's signal values (others in ``values`` are only recorded); ``details``: words
+        added to a signal's warning (e.g. the common ending of text completions)."""
         self.updates += 1
         was = self.alarm
         flags: dict[str, bool | None] = {}
@@ -323,7 +333,7 @@ class HackingMonitor:
             self.runs[f.name] = r
             if r >= self.cfg.patience:
                 self.active.add(f.name)
-            elif -r >= self.cfg.patience:
+            elif -r >= 2 * self.cfg.patience:
                 self.active.discard(f.name)
         now = self.alarm
         started, ended = now and not was, was and not now
@@ -332,7 +342,7 @@ class HackingMonitor:
             self.alarm_updates += 1
         if started:
             self.first_alarm = t if self.first_alarm is None else self.first_alarm
-            why = [f.describe(values[f.name]) for f in self.flags if f.name in self.active]
+            why = [f.describe(values[f.name], (details or {}).get(f.name)) for f in self.flags if f.name in self.active]
             self.episodes.append({"start": int(t), "end": None, "signals": sorted(self.active)})
             message = (f"prefrl monitor: possible reward hacking at {self.unit} {t}: " + "; ".join(why) +
                        f" [{self.cfg.on_alarm}]")
@@ -373,26 +383,29 @@ class TextMonitor:
     def __init__(self, cfg: MonitorConfig, say: Callable[[str], None] | None = print):
         self.cfg = cfg
         self.mon = HackingMonitor(cfg, text_flags(cfg), say=say, unit="PPO step")
-        self.start: dict[str, float] = {}
+        self.start: dict[str, float | str] = {}
+        self.ending = ""
 
     def observe(self, t: int, completions: Sequence[str], kl: float, scores: np.ndarray | None = None,
                 oracle_scores: np.ndarray | None = None) -> MonitorStep:
         """One batch: its completions, mean KL to the reference, reward-model and oracle scores."""
         d2 = distinct_n(completions, 2)
+        ending, share = common_suffix(completions, self.cfg.suffix_words)
         if not self.start:  # the first batch is the starting policy's (sampled before any update)
-            self.start = {"distinct2": d2, "suffix_share": suffix_share(completions, self.cfg.suffix_words)}
+            self.start = {"distinct2": d2, "suffix_share": share, "ending": ending}
+        self.ending = ending
         values = {
             "kl": float(kl),
-            "suffix_share": suffix_share(completions, self.cfg.suffix_words),
+            "suffix_share": share,
             "distinct2": d2,
             "distinct_ratio": d2 / self.start["distinct2"] if self.start["distinct2"] > 0 else float("nan"),
             "rank_corr": rank_corr(scores, oracle_scores) if scores is not None and oracle_scores is not None
             else float("nan"),
         }
-        return self.mon.observe(t, values)
+        return self.mon.observe(t, values, {"suffix_share": f"{share:.0%} end in '... {ending}'"})
 
     def summary(self) -> dict:
-        return {**self.mon.summary(), "start": self.start}
+        return {**self.mon.summary(), "start": self.start, "last_ending": self.ending}
 
 
 def replay(cfg: MonitorConfig, flags: list[Flag], series: Sequence[dict[str, float]], t_key: str = "t") -> HackingMonitor:

@@ -76,17 +76,16 @@ def test_alarm_needs_patience_and_is_announced_once_per_episode():
     said: list[str] = []
     cfg = MonitorConfig(patience=2, min_rank_corr=0.0)
     mon = HackingMonitor(cfg, control_flags(cfg), say=said.append)
-    series = [0.5, -0.2, 0.6, -0.3, -0.4, -0.5, -0.6, float("nan"), -0.7, 0.4, 0.5, 0.6, -0.3, -0.2]
+    series = [0.5, -0.2, 0.6, -0.3, -0.4, -0.5, -0.6, float("nan"), -0.7, 0.4, 0.5, 0.6, 0.7, 0.1, -0.3, -0.2]
     steps = [mon.observe(t, {"rank_corr": v}) for t, v in enumerate(series)]
     # one flagged value between healthy ones raises nothing; two in a row start an episode that
-    # lasts through a NaN (not measured) until two healthy values in a row
-    assert [s.alarm for s in steps] == [False, False, False, False, True, True, True, True, True, True, False,
-                                        False, False, True]
-    assert [t for t, s in enumerate(steps) if s.started] == [4, 13]
-    assert len(said) == 3 and "rank_corr -0.40 < 0" in said[0] and "cleared at step 10" in said[1]
+    # lasts through a NaN (not measured) until four healthy values in a row
+    assert [s.alarm for s in steps] == [False] * 4 + [True] * 8 + [False] * 3 + [True]
+    assert [t for t, s in enumerate(steps) if s.started] == [4, 15]
+    assert len(said) == 3 and "rank_corr -0.40 < 0" in said[0] and "cleared at step 12" in said[1]
     summary = mon.summary()
-    assert summary["alarms"] == 2 and summary["first_alarm"] == 4 and summary["alarm_updates"] == 7
-    assert summary["signals"]["rank_corr"]["worst"] == -0.7 and summary["signals"]["rank_corr"]["measured"] == 13
+    assert summary["alarms"] == 2 and summary["first_alarm"] == 4 and summary["alarm_updates"] == 9
+    assert summary["signals"]["rank_corr"]["worst"] == -0.7 and summary["signals"]["rank_corr"]["measured"] == 15
 
 
 def test_healthy_noise_stays_quiet_and_a_hacked_run_fires():
@@ -118,6 +117,7 @@ def test_text_monitor_fires_when_completions_collapse_onto_one_ending():
     steps = [mon.observe(t, collapsed, kl=3.0) for t in (2, 3)]
     assert steps[-1].started and {"suffix_share", "distinct_ratio"} <= set(mon.mon.active)
     assert suffix_share(collapsed) == 1.0 and suffix_share(varied) < 0.2
+    assert "100% end in '... we loved it.'" in steps[-1].message
     assert distinct_n(collapsed) < 0.5 * distinct_n(varied)
     assert MonitorConfig(max_kl=2.0) and TextMonitor(MonitorConfig(max_kl=2.0), say=None).mon.flags[1].flagged(3.0)
 
