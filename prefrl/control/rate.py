@@ -6,7 +6,7 @@ judgment compares a clip of one policy with a clip of another: a scripted teache
 reward (``--oracle``), or people in the viewer (``--human``: the pairs are queued in OUT's
 store and ``prefrl label --run-dir OUT`` shows them). Bradley-Terry ratings with bootstrap
 intervals are fit on the judgments (``prefrl.core.ratings``); ``--adaptive`` asks next about
-the pair of policies whose intervals overlap the most.
+the pair of policies whose order is least certain.
 
 OUT holds the store (clips, judgments, which clip came from which run), ``ratings.md``,
 ``ratings.json`` and ``ratings.png``; rerunning on the same OUT resumes: its clips and
@@ -49,7 +49,7 @@ class RateCommand:
     human: bool = False
     """People judge instead: pairs are queued in OUT for `prefrl label --run-dir OUT`; this waits for them."""
     adaptive: bool = False
-    """Ask next about the pair of policies whose intervals overlap the most (default: every pair equally often)."""
+    """Ask next about the pair of policies whose order is least certain (default: every pair equally often)."""
     comparisons: int = 150
     """Judgments to reach in OUT (those already there count)."""
     stop_when_separated: bool = False

@@ -20,10 +20,15 @@ redrawn outcomes do not.)
 
 Display: Elo points, ``1000 + r x 400 / ln 10`` (400 points = 10:1 odds).
 
+Separation: two policies are told apart when their intervals are disjoint and the interval of
+their difference (its own bootstrap quantiles) excludes 0. The second test matters because the
+ratings are centred: a policy with few games has part of its uncertainty absorbed into the mean,
+so its own interval alone can look clear of a neighbour it has met only a few times.
+
 Pair choice: ``uniform`` plays every pair of policies equally often (round-robin, shuffled);
-``adaptive`` first plays every pair ``warmup`` times, then picks the pair of policies whose
-intervals overlap the most (the order the ratings are least sure of), ties broken by fewer
-games between them.
+``adaptive`` first plays every pair ``warmup`` times, then picks the pair whose order is least
+certain (the larger of their intervals' overlap and the reach of their difference's interval
+across 0), ties broken by fewer games between them.
 
 The rating loop (``run_rating``) asks an ``Oracle`` through the preference store, so a
 scripted teacher answers at once and people answer in ``prefrl label``; every judgment is in
@@ -179,10 +184,24 @@ class Ratings:
         """Length of the intersection of the intervals of i and j (negative: the gap between them)."""
         return float(min(self.high[i], self.high[j]) - max(self.low[i], self.low[j]))
 
+    def diff_interval(self, i: int, j: int) -> tuple[float, float]:
+        """The interval of r_i - r_j (its own bootstrap quantiles: the ratings' errors are correlated)."""
+        d = self.samples[:, i] - self.samples[:, j]
+        a = (1.0 - self.ci) / 2
+        dev = np.quantile(d - d.mean(), [a, 1 - a]) if len(d) else np.zeros(2)
+        base = float(self.rating[i] - self.rating[j])
+        return base + float(dev[0]), base + float(dev[1])
+
+    def uncertainty(self, i: int, j: int) -> float:
+        """How unsure the order of i and j is: > 0 when their intervals overlap or the interval of their
+        difference holds 0 (the larger of the two reaches), < 0 when both are clear of each other."""
+        lo, hi = self.diff_interval(i, j)
+        return max(self.overlap(i, j), min(hi, -lo))
+
     def separated(self) -> bool:
-        """Every two policies' intervals are disjoint."""
+        """Every two policies' intervals are disjoint, and so is each difference's interval from 0."""
         k = len(self.names)
-        return k > 1 and all(self.overlap(i, j) < 0 for i, j in itertools.combinations(range(k), 2))
+        return k > 1 and all(self.uncertainty(i, j) < 0 for i, j in itertools.combinations(range(k), 2))
 
     def rows(self) -> list[dict]:
         """One dict per policy, best first (ratings in Elo points)."""
@@ -274,10 +293,11 @@ def round_robin_pair(pair_games: np.ndarray, rng: np.random.Generator) -> tuple[
 
 
 def most_uncertain_pair(ratings: Ratings, rng: np.random.Generator) -> tuple[int, int]:
-    """The pair of policies whose intervals overlap the most (fewest games between them breaks ties)."""
+    """The pair of policies whose order is least certain (``Ratings.uncertainty``: overlapping intervals,
+    or a difference interval across 0); fewest games between them breaks ties."""
     k = len(ratings.names)
     pairs = list(itertools.combinations(range(k), 2))
-    score = np.array([ratings.overlap(i, j) for i, j in pairs])
+    score = np.array([ratings.uncertainty(i, j) for i, j in pairs])
     games = np.array([ratings.pair_games[i, j] for i, j in pairs])
     best = np.flatnonzero(np.isclose(score, score.max(), rtol=0, atol=1e-9))
     best = best[games[best] == games[best].min()]

@@ -50,7 +50,7 @@ class TextRate:
     human: bool = False
     """People judge instead: pairs are queued in OUT for `prefrl label --run-dir OUT`; this waits for them."""
     adaptive: bool = False
-    """Ask next about the pair of policies whose intervals overlap the most (default: every pair equally often)."""
+    """Ask next about the pair of policies whose order is least certain (default: every pair equally often)."""
     comparisons: int = 150
     """Judgments to reach in OUT (those already there count)."""
     stop_when_separated: bool = False
