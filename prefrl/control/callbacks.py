@@ -115,7 +115,11 @@ class PreferenceCallback(ProgressCallback):
     def pool(self, copy: bool = True):
         return self.collector.clips(copy=copy) if len(self.collector) >= 2 else None
 
+    def _on_training_start(self) -> None:
+        defer_rewards(self.model, self.wrapper)
+
     def _on_rollout_end(self) -> None:
+        settle_rewards(self.model, self.wrapper, self.locals)
         # views of the collector's ring (no copy): the env does not step until this returns; the
         # engine copies the clips it stores, and predictions are cached by clip serial number
         self._rollout_pool = self.pool(copy=False)
@@ -156,6 +160,31 @@ class PreferenceCallback(ProgressCallback):
             return float("nan")
         self.logger.record("reward/pool/spearman", float(stats.spearmanr(pred, true)[0]))
         return float(stats.pearsonr(pred, true)[0])
+
+
+def defer_rewards(model, wrapper: LearnedRewardVecEnv) -> None:
+    """Score PPO's rollouts at their end, in large batches (``LearnedRewardVecEnv.defer``): PPO reads
+    rewards only once a rollout is over. Not when VecNormalize normalises rewards, which needs them per step."""
+    venv_norm = model.get_vec_normalize_env()
+    wrapper.defer = venv_norm is None or not venv_norm.norm_reward
+
+
+def settle_rewards(model, wrapper: LearnedRewardVecEnv, rollout_locals: dict) -> None:
+    """At a rollout's end: add its deferred learned rewards to PPO's buffer and redo its advantages.
+
+    The buffer holds 0 for each step (plus gamma V(terminal obs) where an episode was
+    truncated); adding the rewards and recomputing returns and advantages from the same
+    values gives what per-step rewards would have given. ``rollout_locals``: the callback's
+    ``locals`` (``values`` of the last observation and the last ``dones``).
+    """
+    if not wrapper.defer:
+        return
+    rews = wrapper.settle()
+    buf = model.rollout_buffer
+    if rews.shape != buf.rewards.shape:
+        raise RuntimeError(f"deferred rewards of shape {rews.shape} for a rollout buffer of {buf.rewards.shape}")
+    buf.rewards += rews
+    buf.compute_returns_and_advantage(last_values=rollout_locals["values"], dones=rollout_locals["dones"])
 
 
 class ProgressBar:

@@ -5,6 +5,13 @@
 reward by the prediction and keeps the true reward in ``info["true_reward"]``
 (imitation: rewards/reward_wrapper.py does the same). It also cuts the stream into
 clips of ``clip_length`` steps for the preference loop.
+
+With ``defer`` on (PPO without reward normalisation: ``PreferenceCallback`` turns it on),
+``step_wait`` returns 0 and keeps the (obs, action) pairs; ``settle()`` scores the whole
+rollout in large batches at its end, and the callback adds those rewards to PPO's rollout
+buffer before advantages are recomputed. PPO reads rewards only after the rollout, so the
+result is the same reward from the same model, at half the cost for a CNN reward model
+(a forward pass over 8 frames costs ~2x per frame what one over 256 does on CPU).
 """
 
 from __future__ import annotations
@@ -122,9 +129,12 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         the prediction. The reward model sees the observation the action was taken in.
     """
 
-    def __init__(self, venv: VecEnv, reward_fn: RewardFn | None, collector: ClipCollector | None = None):
+    def __init__(self, venv: VecEnv, reward_fn: RewardFn | None, collector: ClipCollector | None = None,
+                 defer: bool = False):
         super().__init__(venv)
         self.reward_fn = reward_fn
+        self.defer = defer
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (obs, acts, dones) of unscored steps
         self.collector = collector
         self._last_obs: np.ndarray | None = None
         self._actions: np.ndarray | None = None
@@ -137,6 +147,7 @@ class LearnedRewardVecEnv(VecEnvWrapper):
     def reset(self) -> np.ndarray:
         obs = self.venv.reset()
         self._last_obs = obs
+        self._pending = []
         if self.collector is not None:
             for i in range(self.num_envs):
                 self.collector.reset_env(i)
@@ -151,18 +162,46 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         obs, true_rews, dones, infos = self.venv.step_wait()
         prev = self._last_obs
         assert prev is not None and self._actions is not None, "step before reset"
+        deferred = self.defer and self.reward_fn is not None
         if self.reward_fn is None:
             rews = np.asarray(true_rews, np.float32)
+        elif deferred:
+            rews = np.zeros(self.num_envs, np.float32)  # scored by settle() at the rollout's end
+            self._pending.append((prev, self._actions, np.asarray(dones, bool).copy()))
         else:
             rews = np.asarray(self.reward_fn(prev, self._actions), np.float32)
         for i, info in enumerate(infos):
             info["true_reward"] = float(true_rews[i])
-            info["learned_reward"] = float(rews[i])
+            if not deferred:
+                info["learned_reward"] = float(rews[i])
         if self.collector is not None:
             self.collector.add(prev, self._actions, true_rews, dones, infos)
+        if not deferred:
+            self._account(rews, dones)
+        self._last_obs = obs
+        return obs, rews, dones, infos
+
+    def _account(self, rews: np.ndarray, dones: np.ndarray) -> None:
         self.learned_return_sum += rews
         for i in np.flatnonzero(dones):
             self.learned_episode_returns.append(float(self.learned_return_sum[i]))
             self.learned_return_sum[i] = 0
-        self._last_obs = obs
-        return obs, rews, dones, infos
+
+    def settle(self, chunk: int = 128) -> np.ndarray:
+        """Score the steps taken since the last call (deferred mode): (steps, n_envs) float32 rewards.
+
+        The steps go through the reward model ``chunk`` at a time (x n_envs frames per pass).
+        """
+        pending, self._pending = self._pending, []
+        if not pending or self.reward_fn is None:
+            return np.zeros((len(pending), self.num_envs), np.float32)
+        n, b = len(pending), self.num_envs
+        out = np.empty((n, b), np.float32)
+        for s in range(0, n, chunk):
+            part = pending[s : s + chunk]
+            obs = np.concatenate([p[0] for p in part])
+            acts = np.concatenate([np.asarray(p[1]).reshape(b, *np.shape(p[1])[1:]) for p in part])
+            out[s : s + len(part)] = np.asarray(self.reward_fn(obs, acts), np.float32).reshape(len(part), b)
+        for k, (_, _, dones) in enumerate(pending):
+            self._account(out[k], dones)
+        return out

@@ -45,9 +45,12 @@ def input_spec_for(venv) -> InputSpec:
     )
 
 
-def collect_random_clips(cfg: RunConfig, n_clips: int, length: int, seed: int) -> ClipCollector:
-    """Clips from a uniformly random policy (Christiano's initial labels), on a separate env."""
-    venv = make_vec_env(cfg.task.env, seed + 10_000, render=cfg.keep_frames)
+def collect_random_clips(cfg: RunConfig, n_clips: int, length: int, seed: int, venv=None) -> ClipCollector:
+    """Clips from a uniformly random policy (Christiano's initial labels): on ``venv`` (the run's own
+    env stack, which PPO resets before training), or on a separate env when None."""
+    own = venv is None
+    if own:
+        venv = make_vec_env(cfg.task.env, seed + 10_000, render=cfg.keep_frames)
     collector = ClipCollector(venv.num_envs, length, n_clips, keep_frames=cfg.keep_frames,
                               max_bytes=pool_max_bytes(cfg.task))
     wrapper = LearnedRewardVecEnv(venv, None, collector)
@@ -56,7 +59,8 @@ def collect_random_clips(cfg: RunConfig, n_clips: int, length: int, seed: int) -
     while collector.total_clips < collector.capacity:  # the memory cap may keep fewer (pairs then share clips)
         acts = np.stack([venv.action_space.sample() for _ in range(venv.num_envs)])
         wrapper.step(acts)
-    wrapper.close()
+    if own:
+        wrapper.close()
     return collector
 
 
@@ -160,7 +164,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     store = engine = monitor = None
     if learned:
         store, engine = _open_engine(cfg, rd, venv, rng, resume)
-        _initial_labels(cfg, engine, length)
+        _initial_labels(cfg, engine, length, venv)
         if cfg.reward_model is None:
             epochs = task.prefs.reward_epochs if resume and rd.reward_model.exists() else task.prefs.initial_epochs
             engine.refit(epochs)
@@ -224,12 +228,12 @@ def _open_engine(cfg: RunConfig, rd: RunDir, venv, rng: np.random.Generator,
     return store, engine
 
 
-def _initial_labels(cfg: RunConfig, engine: LabelingEngine, length: int) -> None:
+def _initial_labels(cfg: RunConfig, engine: LabelingEngine, length: int, venv=None) -> None:
     """Label random-policy clips up front (Christiano: 25% of the budget), topping up after a crash."""
     need = engine.initial_due()
     if need > 0:
         n_clips = max(need, 10)  # each clip appears in ~2 random pairs: half the random-policy steps
-        engine.ask_initial(collect_random_clips(cfg, n_clips, length, cfg.seed).clips())
+        engine.ask_initial(collect_random_clips(cfg, n_clips, length, cfg.seed, venv).clips(copy=False))
     if engine.oracle.name == "human" and engine.schedule.initial > 0:
         engine.wait_for_initial(cfg.initial_wait_s, on_wait=lambda have, need: print(
             f"waiting for human labels: {have}/{need} (run `prefrl label --run-dir {engine.store.root}` in another terminal)",

@@ -25,6 +25,7 @@ import difflib
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prefrl.core.nets import InputSpec, RewardModelConfig, encode_actions, mlp, register_reward_net
@@ -139,19 +140,28 @@ class CNNRewardNet(nn.Module):
         parts = [self._rewards(frames[s : s + c], None if acts is None else acts[s : s + c]) for s in range(0, n, c)]
         return torch.cat(parts).reshape(b, t)  # (B, T)
 
+    INPUT_CHUNK = 256
+    """Frames converted to float at a time for the first convolution (29 MB each on 4x84x84)."""
+
     def _rewards(self, frames: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
-        """(N, *obs_shape) frames and (N, A) encoded actions -> (N,) rewards."""
+        """(N, *obs_shape) frames and (N, A) encoded actions -> (N,) rewards.
+
+        The 1/255 scale of uint8 frames is folded into the first convolution's weights
+        (conv(s x) = (s W) * x), so frames are converted to float once and never rescaled,
+        ``INPUT_CHUNK`` frames at a time: the input copies were ~1/3 of a refit's time.
+        """
         x = frames
         if x.dim() == 3:
             x = x.unsqueeze(1)  # (N, 1, H, W)
         elif self.channels_last:
             x = x.permute(0, 3, 1, 2)  # (N, C, H, W) view of NHWC memory
-        # NHWC memory layout (made on the uint8 frames, before the float copy): ~3x faster
-        # convolutions on CPU (measured on the 7x7/3 first layer)
-        x = x.contiguous(memory_format=torch.channels_last).float()
-        if self.scale != 1.0:
-            x = x * self.scale
-        feats = self.conv(x)  # (N, F)
+        first = self.conv[0]
+        weight = first.weight * self.scale if self.scale != 1.0 else first.weight
+        c = self.INPUT_CHUNK
+        # NHWC memory layout (made on the uint8 frames, before the float copy): faster convolutions on CPU
+        parts = [F.conv2d(x[s : s + c].contiguous(memory_format=torch.channels_last).float(), weight, first.bias,
+                          first.stride, first.padding) for s in range(0, len(x), c)]
+        feats = self.conv[1:](parts[0] if len(parts) == 1 else torch.cat(parts))  # (N, F)
         if acts is not None:
             feats = torch.cat([feats, acts], dim=-1)
         return self.head(feats).squeeze(-1)  # (N,)

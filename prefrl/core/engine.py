@@ -284,15 +284,23 @@ class LabelingEngine:
             self.oracle.calibrate(clips.true_returns())
         return self._ask_pairs(clips, random_pairs(len(clips), n, self.rng), None)
 
+    ASK_CHUNK = 32
+    """Clips stored, and pairs asked, per batch: each batch copies its clips out of the pool, so
+    only this many are copied at once (32 Atari clips: 23 MB) however many labels are due."""
+
     def _ask_pairs(self, clips: Items, pairs: np.ndarray, scores: np.ndarray | None) -> int:
         if len(pairs) == 0:
             return 0
         used = np.unique(pairs)
-        ids = np.array(self._store_items(clips[used]))
+        c = self.ASK_CHUNK
+        ids = np.concatenate([self._store_items(clips[used[s : s + c]]) for s in range(0, len(used), c)])
         pos = np.full(int(used.max()) + 1, -1)
         pos[used] = np.arange(len(used))
         store_pairs = np.stack([ids[pos[pairs[:, 0]]], ids[pos[pairs[:, 1]]]], axis=1)
-        self.oracle.ask(store_pairs, clips[pairs[:, 0]], clips[pairs[:, 1]], scores)
+        for s in range(0, len(pairs), c):
+            p = pairs[s : s + c]
+            self.oracle.ask(store_pairs[s : s + c], clips[p[:, 0]], clips[p[:, 1]],
+                            None if scores is None else scores[s : s + c])
         return len(pairs)
 
     def _store_items(self, items: Items) -> list[int]:

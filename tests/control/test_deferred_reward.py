@@ -1,0 +1,62 @@
+"""Learned rewards scored at the end of each PPO rollout (batched) give PPO exactly what per-step scoring gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+
+from prefrl.control.callbacks import defer_rewards, settle_rewards
+from prefrl.control.reward_wrapper import LearnedRewardVecEnv
+
+
+def reward_fn(obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
+    return (2.0 * obs[:, 0] - 0.5 * obs[:, 2] + 0.1 * np.asarray(acts).reshape(-1)).astype(np.float32)
+
+
+class Record(BaseCallback):
+    def __init__(self, wrapper: LearnedRewardVecEnv, deferred: bool):
+        super().__init__()
+        self.wrapper, self.deferred, self.seen = wrapper, deferred, []
+
+    def _on_training_start(self) -> None:
+        if self.deferred:
+            defer_rewards(self.model, self.wrapper)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.deferred:
+            settle_rewards(self.model, self.wrapper, self.locals)
+        buf = self.model.rollout_buffer
+        self.seen.append((buf.rewards.copy(), buf.advantages.copy(), buf.returns.copy()))
+
+
+def _run(deferred: bool):
+    torch.manual_seed(0)
+    venv = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+    wrapper = LearnedRewardVecEnv(venv, reward_fn)
+    model = PPO("MlpPolicy", wrapper, n_steps=64, batch_size=64, n_epochs=2, seed=0, device="cpu",
+                policy_kwargs={"net_arch": [16]})
+    cb = Record(wrapper, deferred)
+    model.learn(3 * 128, callback=cb)
+    assert wrapper.defer == deferred
+    params = torch.cat([p.detach().flatten() for p in model.policy.parameters()])
+    return cb.seen, wrapper.learned_episode_returns, params
+
+
+def test_deferred_rewards_equal_per_step_rewards():
+    per_step, eps_a, params_a = _run(deferred=False)
+    deferred, eps_b, params_b = _run(deferred=True)
+    assert len(per_step) == len(deferred) == 3
+    assert np.abs(per_step[0][0]).sum() > 0  # the learned reward is not zero
+    for (ra, aa, ta), (rb, ab, tb) in zip(per_step, deferred):
+        np.testing.assert_allclose(rb, ra, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ab, aa, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(tb, ta, rtol=1e-4, atol=1e-5)
+    assert len(eps_a) == len(eps_b) > 0
+    np.testing.assert_allclose(eps_b, eps_a, rtol=1e-5)
+    torch.testing.assert_close(params_b, params_a, rtol=1e-4, atol=1e-5)  # PPO learned the same policy
