@@ -52,6 +52,9 @@ DEFAULT_PRINCIPLE = (
     "fluent, and continues the text naturally."
 )
 TEMPLATE = "{principle}\n\nText: {prompt}\n\nContinuation A: {first}\n\nContinuation B: {second}\n\nWhich continuation is better, A or B?\nAnswer:"
+TEMPLATE_TWO_PROMPTS = ("{principle}\n\nText A: {prompt}\nContinuation A: {first}\n\nText B: {prompt2}\nContinuation B: {second}"
+                        "\n\nWhich continuation is better, A or B?\nAnswer:")
+"""For a pair of completions of different prompts (the labeling engine may pair any two items of its pool)."""
 LABELS = (" A", " B")
 ON_DISAGREE = ("skip", "equal")
 
@@ -131,6 +134,8 @@ class AIJudge:
         if not all(self.label_ids) or self.label_ids[0] == self.label_ids[1]:
             raise PrefrlError(f"the judge's tokenizer cannot tell the labels {LABELS} apart: {self.label_ids}")
         self.max_len = max_positions(model) if hasattr(model, "config") else None
+        if self.max_len is not None and self.max_len <= 16 + max(len(x) for x in self.label_ids):
+            raise PrefrlError(f"the judge model reads only {self.max_len} positions: too few for a judging prompt")
         self.stats = JudgeStats()
 
     @classmethod
@@ -141,8 +146,14 @@ class AIJudge:
         kw.setdefault("name", f"ai:{path.resolve().name}")
         return cls(model, tok, **kw)
 
-    def judging_prompt(self, prompt: str, first: str, second: str) -> str:
-        """The text the judge reads: principle, prompt, completion A (``first``), completion B, the question."""
+    def judging_prompt(self, prompt: str, first: str, second: str, prompt2: str | None = None) -> str:
+        """The text the judge reads: principle, prompt, completion A (``first``), completion B, the question.
+
+        ``prompt2``: the prompt of ``second`` when it differs from ``prompt`` (each answer is shown with its own).
+        """
+        if prompt2 is not None and prompt2.strip() != prompt.strip():
+            return TEMPLATE_TWO_PROMPTS.format(principle=self.principle, prompt=prompt.strip(), first=first.strip(),
+                                               prompt2=prompt2.strip(), second=second.strip())
         return TEMPLATE.format(principle=self.principle, prompt=prompt.strip(), first=first.strip(), second=second.strip())
 
     @torch.no_grad()
@@ -167,14 +178,19 @@ class AIJudge:
             out[s : s + len(chunk)] = lp[0::2] - lp[1::2]
         return out
 
-    def label(self, prompts: list[str], left: list[str], right: list[str]) -> np.ndarray:
-        """(P,) labels P(left preferred): 1.0, 0.0, 0.5 (indifferent) or NaN (the orders disagree, as a skip)."""
-        if not (len(prompts) == len(left) == len(right)):
-            raise PrefrlError(f"the judge got {len(prompts)} prompts, {len(left)} left and {len(right)} right completions")
+    def label(self, prompts: list[str], left: list[str], right: list[str], right_prompts: list[str] | None = None) -> np.ndarray:
+        """(P,) labels P(left preferred): 1.0, 0.0, 0.5 (indifferent) or NaN (the orders disagree, as a skip).
+
+        ``right_prompts``: the prompts of the right completions where they differ from ``prompts``.
+        """
+        rp = list(prompts) if right_prompts is None else list(right_prompts)
+        if not (len(prompts) == len(left) == len(right) == len(rp)):
+            raise PrefrlError(f"the judge got {len(prompts)} prompts, {len(left)} left and {len(right)} right completions"
+                              f" and {len(rp)} right prompts")
         if not prompts:
             return np.zeros(0, np.float32)
-        texts = [self.judging_prompt(p, a, b) for p, a, b in zip(prompts, left, right)]
-        texts += [self.judging_prompt(p, b, a) for p, a, b in zip(prompts, left, right)]
+        texts = [self.judging_prompt(p, a, b, q) for p, a, b, q in zip(prompts, left, right, rp)]
+        texts += [self.judging_prompt(q, b, a, p) for p, a, b, q in zip(prompts, left, right, rp)]
         m = self.margins(texts)
         m1, m2 = m[: len(prompts)], m[len(prompts) :]
         labels = combine_orders(m1, m2, self.on_disagree)
@@ -199,7 +215,7 @@ class JudgeOracle(Oracle):
     def ask(self, pairs: np.ndarray, left, right, scores: np.ndarray | None = None) -> None:
         if not hasattr(left, "completions"):
             raise PrefrlError("the `ai` oracle judges text pairs (prompt + two completions), not clips of a control task")
-        labels = self.judge.label(list(left.prompts), list(left.completions), list(right.completions))
+        labels = self.judge.label(list(left.prompts), list(left.completions), list(right.completions), list(right.prompts))
         self.store.add_judgments(np.asarray(pairs, np.int64).reshape(-1, 2), labels, source=self.judge.source,
                                  annotator=self.judge.annotator)
 
@@ -236,14 +252,12 @@ def judge_store(store: PreferenceStore, judge: AIJudge, redo: bool = False, chun
     ids = sorted({i for lr in pairs for i in lr})
     texts = dict(zip(ids, store.load_texts(ids)))
     prompts = [texts[a][0] for a, _ in pairs]
-    for a, b in pairs:
-        if texts[a][0] != texts[b][0]:
-            raise PrefrlError(f"{store.path}: items {a} and {b} are completions of different prompts; the judge compares "
-                              "two completions of one prompt")
+    right_prompts = [texts[b][0] for _, b in pairs]
     all_labels, total = [], JudgeStats()
     for s in range(0, len(pairs), chunk):  # each chunk's judgments are committed as soon as it is judged
         part = pairs[s : s + chunk]
-        labels = judge.label(prompts[s : s + chunk], [texts[a][1] for a, _ in part], [texts[b][1] for _, b in part])
+        labels = judge.label(prompts[s : s + chunk], [texts[a][1] for a, _ in part], [texts[b][1] for _, b in part],
+                             right_prompts[s : s + chunk])
         store.add_judgments(np.array(part, np.int64), labels, source=judge.source, annotator=judge.annotator)
         all_labels.append(labels)
         st = judge.stats

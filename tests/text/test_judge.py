@@ -104,6 +104,9 @@ def test_the_judge_follows_content_over_a_weaker_position_bias(tok):
     judge = AIJudge(LabelLM(tok, bias=1.0, marker="great"), tok, batch_size=4)
     assert judge.label(prompts, left, right).tolist() == [1.0] * 6 + [0.0] * 6
     assert judge.stats.consistent == 12 and judge.stats.mean_bias == pytest.approx(1.0, abs=1e-4)
+    other = PROMPTS[::-1] + PROMPTS[::-1]  # completions of different prompts: each shown with its own
+    assert "Text B: The bar" in judge.judging_prompt(PROMPTS[0], GOOD[0], BAD[0], "The bar")
+    assert judge.label(prompts, left, right, other).tolist() == [1.0] * 6 + [0.0] * 6
     strong_bias = AIJudge(LabelLM(tok, bias=5.0, marker="great"), tok)  # position outweighs content: no preference
     assert np.isnan(strong_bias.label(prompts, left, right)).all()
 
