@@ -197,3 +197,28 @@ def test_text_judge_and_text_label_commands_on_the_tiny_model(ckpt, tmp_path):
     assert m["label/store_judgments"] == 12
     with pytest.raises(PrefrlError, match="needs `--judge.model DIR`"):
         main(args + ["--oracle.oracle", "ai"])
+
+
+def test_the_labeling_engine_asks_the_ai_oracle_by_name(ckpt, tmp_path):
+    from prefrl.core.engine import LabelingEngine, PrefsConfig
+    from prefrl.core.ensemble import RewardEnsemble
+    from prefrl.core.nets import InputSpec, RewardModelConfig
+    from prefrl.core.trainer import RewardTrainConfig, RewardTrainer
+
+    def encode_texts(prompts, completions):  # a stand-in for the reward model's tokenizer
+        return {"obs": np.array([[[len(c), c.count("great")]] for c in completions], np.float32)}
+
+    comps = GOOD + BAD
+    prompts = PROMPTS + PROMPTS
+    pool = TextItems(prompts, comps, encode_texts(prompts, comps))
+    rng = np.random.default_rng(0)
+    with PreferenceStore(tmp_path / "run") as store:
+        cfg = PrefsConfig(labels=8, retrain_fraction=0.0, reward_epochs=2)
+        ens = RewardEnsemble(InputSpec(obs_shape=(2,)), RewardModelConfig(hidden=(8,), use_actions=False))
+        eng = LabelingEngine(store, open_oracle(f"ai:{ckpt}", store, rng), RewardTrainer(ens, RewardTrainConfig(epochs=2), rng),
+                             cfg.schedule(1000), cfg, rng, encode_texts=encode_texts)
+        asked = eng.ask_initial(pool)
+        js = store.judgments()
+    assert asked > 0 and len(js) == asked
+    assert {(j.source, j.annotator) for j in js} == {("ai", "ai:tiny-judge")}
+    assert all(j.label in (None, 0.0, 0.5, 1.0) for j in js)
