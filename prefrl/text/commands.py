@@ -4,6 +4,7 @@
     prefrl text sft     --data data/sft.jsonl --out runs/sft  # tiny GPT-2 from scratch (or --model DIR)
     prefrl text label   --policy runs/sft --prompts data/prompts.jsonl --out prefs/train.jsonl --oracle.oracle vader
     prefrl text judge   prefs/ --judge.model models/judge     # an AI judge labels the same pairs (RLAIF)
+    prefrl text import  other.jsonl --out prefs2/              # JSONL pairs into a store (for people and the judge)
     prefrl text reward  prefs/train.jsonl --init-from runs/sft --out runs/rm   # + runs/rm/hf (HF export)
     prefrl text reward  prefs/ --init-from runs/sft --out runs/rm  # the same, from the store beside the JSONL
     prefrl text ppo     --policy runs/sft --reward-model runs/rm --prompts data/prompts.jsonl --out runs/ppo
@@ -231,6 +232,32 @@ class TextJudge:
             m = judge_store(store, judge, self.redo)
         _print(f"{judge.annotator} judged {m['judge/judged']:.0f} pairs in {self.store} (`prefrl prefs stats --run-dir "
                f"{self.store}` compares it)", m)
+        return m
+
+
+@dataclass
+class TextImport:
+    """Put text preference JSONL (TRL or Vertex lines) into a preference store: the pairs become text items
+    that people (`prefrl label --dataset DIR`) and the AI judge (`prefrl text judge DIR`) can judge."""
+
+    data: Positional[list[Path]]
+    """Preference JSONL files (TRL or Vertex; K-wise rankings stay JSONL-only)."""
+    out: Path
+    """Directory of the store (prefs.sqlite; created, or added to)."""
+    source: str = "import"
+    """`source` of the imported judgments (what `prefrl prefs stats` calls them)."""
+
+    def run(self) -> dict:
+        from prefrl.core.store import PreferenceStore
+        from prefrl.text.data import write_preferences_to_store
+
+        prefs = read_preferences(list(self.data))
+        if self.out.exists() and not self.out.is_dir():
+            raise PrefrlError(f"{self.out}: is a file; `--out` is the directory the store goes in")
+        with PreferenceStore(self.out) as store:
+            jids = write_preferences_to_store(prefs, store, source=self.source)
+        m = {"import/texts": float(len(prefs)), "import/judgments": float(len(jids))}
+        _print(f"{len(jids)} judgments -> {self.out} (label them: `prefrl label --dataset {self.out}`)", m)
         return m
 
 
@@ -475,6 +502,7 @@ COMMANDS: dict[str, type] = {
     "text sample": TextSample,
     "text label": TextLabel,
     "text judge": TextJudge,
+    "text import": TextImport,
     "text reward": TextReward,
     "text score": TextScore,
     "text export": TextExport,

@@ -211,3 +211,22 @@ def test_label_command_opens_a_text_dataset(text_ds, capsys):
     counts = main(["label", "--dataset", str(text_ds), "--annotator", "dan", "--exit-when-done", "--width", "400", "--height", "300"])
     assert counts["mine"] == 4 and counts["open"] == 0  # every pair judged: the window closes by itself
     assert "dan: 4 judgments saved" in capsys.readouterr().out
+
+
+def test_a_jsonl_of_text_preferences_is_imported_then_labeled(tmp_path):
+    lines = [{"prompt": p, "chosen": g, "rejected": b} for p, g, b in REVIEWS]
+    lines.append({"input_text": "The view", "candidate_0": " was dull.", "candidate_1": " was stunning.", "choice": 1})
+    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    m = main(["text", "import", str(tmp_path / "prefs.jsonl"), "--out", str(tmp_path / "ds")])
+    assert m["import/judgments"] == 5
+    root = open_dataset_store(tmp_path / "ds")
+    v = viewer(root, "erin")
+    try:
+        for _ in range(5):
+            settle(v)
+            press(v, "right")
+    finally:
+        v.close()
+    with PreferenceStore(root, create=False, readonly=True) as store:
+        stats = store_stats(store)
+    assert stats["annotators"]["erin"]["right"] == 5 and stats["annotators"]["import"]["judgments"] == 5
