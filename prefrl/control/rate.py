@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.core.oracles import check_oracle_name, open_oracle
 from prefrl.core.ratings import (
     RatingConfig,
     RatingPlan,
+    check_rating_flags,
     display_names,
-    print_progress,
+    rate_in_store,
     record_pool,
-    run_rating,
     stored_pools,
     write_ratings,
 )
@@ -79,22 +78,11 @@ class RateCommand:
         with PreferenceStore(self.out) as store:
             keys, names, pools = self._pools(store, runs)
             pool_returns = [store.load_clips(p).true_returns() for p in pools]
-            store.set_meta(Meta.LABEL_BUDGET.value, self.comparisons)
-            store.set_meta(Meta.STATUS.value, "running")
-            oracle = open_oracle("human" if self.human else self.oracle or "synthetic", store, rng)
-            oracle.calibrate(np.concatenate(pool_returns))
             plan = RatingPlan(keys, names, pools, aligned=False, load=lambda ids: store.load_clips(ids))
-            print(f"rating {len(keys)} policies from up to {self.comparisons} comparisons "
-                  f"({'adaptive' if self.adaptive else 'uniform'} pairs, oracle {oracle.name}) -> {self.out}")
-            if self.human:
-                print(f"judge the pairs with: prefrl label --run-dir {self.out}")
-            ratings = run_rating(store, oracle, plan, self.comparisons, "adaptive" if self.adaptive else "uniform", cfg, rng,
-                                 batch=self.batch or (6 if self.human else 1), stop_when_separated=self.stop_when_separated,
-                                 on_progress=print_progress)
-            store.set_meta(Meta.STATUS.value, "finished")
-            store.cancel_pending()
+            ratings, oracle = rate_in_store(store, plan, self.oracle, self.human, self.comparisons, self.adaptive, cfg, rng,
+                                            np.concatenate(pool_returns), self.batch, self.stop_when_separated)
         ratings.extra["clip return"] = [float(r.mean()) for r in pool_returns]
-        info = {"run_dirs": {n: k for n, k in zip(names, keys)}, "oracle": oracle.name,
+        info = {"run_dirs": dict(zip(names, keys)), "oracle": oracle,
                 "scheme": "adaptive" if self.adaptive else "uniform", "clips_per_policy": self.clips,
                 "deterministic": self.deterministic}
         md, js = write_ratings(self.out, ratings, info)
@@ -107,21 +95,9 @@ class RateCommand:
         """Refuse bad input before anything runs; returns (run dir, its config) of each policy."""
         from prefrl.control.config import clip_length, load_run_config
 
-        if self.human and self.oracle is not None:
-            raise PrefrlError("give `--oracle NAME` (a scripted teacher) or `--human` (people), not both")
-        if self.oracle is not None:
-            check_oracle_name(self.oracle)
-            if self.oracle == "human":
-                raise PrefrlError("people judge with `--human`, not `--oracle human`")
-        for name in ("comparisons", "bootstrap"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise PrefrlError(f"`--{name}` must be an integer >= 1, got {v!r}")
+        check_rating_flags(self.oracle, self.human, self.comparisons, self.bootstrap, self.ci, self.batch)
         if self.clips < 2:
             raise PrefrlError(f"`--clips` must be >= 2, got {self.clips}")
-        if self.batch is not None and self.batch < 1:
-            raise PrefrlError(f"`--batch` must be >= 1, got {self.batch}")
-        RatingConfig(bootstrap=self.bootstrap, ci=self.ci)
         if len(self.run_dirs) < 2:
             raise PrefrlError(f"`--run-dirs` needs at least two run directories to compare, got {len(self.run_dirs)}")
         seen: dict[Path, Path] = {}

@@ -49,8 +49,8 @@ import numpy as np
 import torch
 
 from prefrl.core.loss import bradley_terry_loss, preference_probability
-from prefrl.core.oracles import Oracle
-from prefrl.core.rundir import write_json_atomic
+from prefrl.core.oracles import Oracle, check_oracle_name, open_oracle
+from prefrl.core.rundir import Meta, write_json_atomic
 from prefrl.core.store import PreferenceStore
 from prefrl.core.types import PrefrlError
 
@@ -457,6 +457,47 @@ def run_rating(
 def _with_games(r: Ratings, games: np.ndarray) -> Ratings:
     """``r`` with pair counts that include pairs chosen but not judged yet (a batch)."""
     return Ratings(r.names, r.rating, r.low, r.high, games.sum(axis=1), r.wins, games, r.samples, r.ci, r.skipped, r.extra)
+
+
+def check_rating_flags(teacher: str | None, human: bool, comparisons: int, bootstrap: int, ci: float, batch: int | None,
+                       flag: str = "--oracle") -> None:
+    """The flags every rating command shares, refused with their names before anything runs."""
+    if human and teacher is not None:
+        raise PrefrlError(f"give `{flag} NAME` (a scripted teacher) or `--human` (people), not both")
+    if teacher is not None:
+        check_oracle_name(teacher)
+        if teacher == "human":
+            raise PrefrlError(f"people judge with `--human`, not `{flag} human`")
+    for name, v in (("comparisons", comparisons), ("bootstrap", bootstrap)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise PrefrlError(f"`--{name}` must be an integer >= 1, got {v!r}")
+    if batch is not None and batch < 1:
+        raise PrefrlError(f"`--batch` must be >= 1, got {batch}")
+    RatingConfig(bootstrap=bootstrap, ci=ci)
+
+
+def rate_in_store(
+    store: PreferenceStore, plan: RatingPlan, teacher: str | None, human: bool, comparisons: int, adaptive: bool,
+    cfg: RatingConfig, rng: np.random.Generator, returns: np.ndarray, batch: int | None = None,
+    stop_when_separated: bool = False,
+) -> tuple[Ratings, str]:
+    """A rating command's loop on its store: the viewer's meta keys, the oracle (calibrated on the items'
+    ``returns``), ``run_rating`` with progress lines, the store marked finished. Returns (ratings, oracle name)."""
+    store.set_meta(Meta.LABEL_BUDGET.value, comparisons)
+    store.set_meta(Meta.STATUS.value, "running")
+    oracle = open_oracle("human" if human else teacher or "synthetic", store, rng)
+    if np.isfinite(returns).any():
+        oracle.calibrate(returns[np.isfinite(returns)])
+    print(f"rating {len(plan.keys)} policies from up to {comparisons} comparisons "
+          f"({'adaptive' if adaptive else 'uniform'} pairs, oracle {oracle.name}) -> {store.root}")
+    if human:
+        print(f"judge the pairs with: prefrl label --run-dir {store.root}")
+    ratings = run_rating(store, oracle, plan, comparisons, "adaptive" if adaptive else "uniform", cfg, rng,
+                         batch=batch or (6 if human else 1), stop_when_separated=stop_when_separated,
+                         on_progress=print_progress)
+    store.set_meta(Meta.STATUS.value, "finished")
+    store.cancel_pending()
+    return ratings, oracle.name
 
 
 def display_names(paths: Sequence[str | Path]) -> list[str]:

@@ -15,18 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from prefrl.core.oracles import check_oracle_name, open_oracle
 from prefrl.core.ratings import (
     RatingConfig,
     RatingPlan,
+    check_rating_flags,
     display_names,
-    print_progress,
+    rate_in_store,
     record_pool,
-    run_rating,
     stored_pools,
     write_ratings,
 )
-from prefrl.core.rundir import Meta, RunDir
+from prefrl.core.rundir import RunDir
 from prefrl.core.store import STORE_FILE, PreferenceStore
 from prefrl.core.types import PrefrlError, TextItems
 from prefrl.text.config import SampleConfig
@@ -90,24 +89,13 @@ class TextRate:
                 record_pool(store, key, stored[key])
                 print(f"{m}: {len(completions)} completions (mean {self.oracle} score {np.mean(scores):.3f})")
             pools = [stored[k] for k in keys]
-            store.set_meta(Meta.LABEL_BUDGET.value, self.comparisons)
-            store.set_meta(Meta.STATUS.value, "running")
-            oracle = open_oracle("human" if self.human else self.teacher or "synthetic", store, rng)
             pool_scores = [np.array(store.text_scores(p), np.float64) for p in pools]
-            oracle.calibrate(np.concatenate(pool_scores))
             names = display_names(self.run_dirs)
             plan = RatingPlan(keys, names, pools, aligned=True, load=lambda ids: load_text_items(store, ids))
-            print(f"rating {len(keys)} text policies on {len(pools[0])} prompts from up to {self.comparisons} comparisons "
-                  f"({'adaptive' if self.adaptive else 'uniform'} pairs, {oracle.name} on {self.oracle}) -> {self.out}")
-            if self.human:
-                print(f"judge the pairs with: prefrl label --run-dir {self.out}")
-            ratings = run_rating(store, oracle, plan, self.comparisons, "adaptive" if self.adaptive else "uniform", cfg, rng,
-                                 batch=self.batch or (6 if self.human else 1), stop_when_separated=self.stop_when_separated,
-                                 on_progress=print_progress)
-            store.set_meta(Meta.STATUS.value, "finished")
-            store.cancel_pending()
+            ratings, oracle = rate_in_store(store, plan, self.teacher, self.human, self.comparisons, self.adaptive, cfg, rng,
+                                            np.concatenate(pool_scores), self.batch, self.stop_when_separated)
         ratings.extra[f"{self.oracle} score"] = [float(np.nanmean(s)) for s in pool_scores]
-        info = {"run_dirs": dict(zip(names, keys)), "oracle": oracle.name, "score": self.oracle,
+        info = {"run_dirs": dict(zip(names, keys)), "oracle": oracle, "score": self.oracle,
                 "scheme": "adaptive" if self.adaptive else "uniform", "prompts": str(self.prompts)}
         md, js = write_ratings(self.out, ratings, info)
         png = plot_ratings(ratings, self.out / "ratings.png", title="prefrl text rate")
@@ -117,20 +105,10 @@ class TextRate:
 
     def check(self) -> list[Path]:
         """Refuse bad input before anything runs; returns each policy's model directory."""
-        if self.human and self.teacher is not None:
-            raise PrefrlError("give `--teacher NAME` (a scripted teacher) or `--human` (people), not both")
-        if self.teacher is not None:
-            check_oracle_name(self.teacher)
-            if self.teacher == "human":
-                raise PrefrlError("people judge with `--human`, not `--teacher human`")
+        check_rating_flags(self.teacher, self.human, self.comparisons, self.bootstrap, self.ci, self.batch, "--teacher")
         make_scorer(self.oracle)  # unknown name: close matches
-        for name in ("comparisons", "n_prompts", "bootstrap"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise PrefrlError(f"`--{name.replace('_', '-')}` must be an integer >= 1, got {v!r}")
-        if self.batch is not None and self.batch < 1:
-            raise PrefrlError(f"`--batch` must be >= 1, got {self.batch}")
-        RatingConfig(bootstrap=self.bootstrap, ci=self.ci)
+        if isinstance(self.n_prompts, bool) or not isinstance(self.n_prompts, int) or self.n_prompts < 1:
+            raise PrefrlError(f"`--n-prompts` must be an integer >= 1, got {self.n_prompts!r}")
         if not self.prompts.is_file():
             raise PrefrlError(f"{self.prompts}: no such prompts file")
         if len(self.run_dirs) < 2:
