@@ -11,15 +11,26 @@ process at a time), then scores the final reward model on clips it never saw:
   clip framed in green) and a short video of the trained agent, written to ``--videos``.
 
     python scripts/bench_atari.py --task pong-quick --steps 30000 --labels 300 --seed 0
+    python scripts/bench_atari.py --task pong-500k --steps 500000 --labels 1500 --seed 0 --parallel \
+        --out bench_out/pong500k   # resumable: run the same command again after a stop
 
 Writes ``OUT/summary.json``, ``OUT/table.md`` and ``OUT/curves.png`` (true return and
-reward-model correlation vs env steps). An interrupted benchmark resumes its run.
+reward-model correlation vs env steps). An interrupted benchmark resumes its run: a finished
+run is skipped, a started one continues from its last checkpoint (``prefrl train --resume``).
+
+``--overhead`` measures the preference loop's cost instead: the learned-reward arm and the
+true-reward arm of the same task, steps and seed run at the same time (two processes, so a
+busy machine slows both alike), each timed on its own: wall, user and system CPU seconds and
+peak RSS (``wait4``), written to ``OUT/overhead.json`` and ``OUT/overhead.md``::
+
+    python scripts/bench_atari.py --overhead --task pong-quick --steps 16384 --labels 300 --seed 0
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -33,19 +44,100 @@ sys.path.insert(0, str(ROOT))
 from prefrl.core.rundir import RunDir, write_json_atomic  # noqa: E402
 
 
-def train(args: argparse.Namespace, rd: RunDir) -> dict:
-    if rd.summary.exists() and rd.baseline.summary.exists():
-        return rd.read_summary()
-    cmd = [sys.executable, "-m", "prefrl.cli", "train", "--task", args.task, "--seed", str(args.seed),
-           "--steps", str(args.steps), "--labels", str(args.labels), "--run-dir", str(rd.path), "--baseline",
+def _train_cmd(args: argparse.Namespace, run: RunDir, *extra: str) -> list[str]:
+    """``prefrl train`` of one run; a started run continues from its checkpoint with its own config."""
+    cmd = [sys.executable, "-m", "prefrl.cli", "train", "--steps", str(args.steps), "--run-dir", str(run.path),
            "--eval-episodes", str(args.eval_episodes), "--no-video"]
-    if rd.config.exists():
-        cmd.append("--resume")
+    if run.config.exists():
+        return cmd + ["--resume"] + [e for e in extra if e == "--baseline"]
+    return cmd + ["--task", args.task, "--seed", str(args.seed), *extra]
+
+
+def train_parallel(args: argparse.Namespace, rd: RunDir) -> None:
+    """Both arms at once (two processes, one per core), each resumed where it stopped; finished ones skipped."""
+    procs = []
+    for run, extra in ((rd, ("--labels", str(args.labels))), (rd.baseline, ("--reward", "true"))):
+        if run.summary.exists():
+            continue
+        cmd = _train_cmd(args, run, *extra)
+        print(" ".join(cmd), flush=True)
+        run.path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(rd.path.parent / f"{rd.path.name}{'' if run is rd else '.baseline'}.log", "a")
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log))
+    for proc, log in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"training failed: see {log.name}")
+        log.close()
+
+
+def join_arms(rd: RunDir) -> dict:
+    """The learned arm's summary with the true arm's and their ratios (as ``prefrl train --baseline``
+    writes them), and both curves in one plot."""
+    from prefrl.viz import plot_run
+
+    summary, base = rd.read_summary(), rd.baseline.read_summary()
+    summary["baseline"] = base
+    for key, name in (("eval_return_mean", "eval_return_ratio"), ("true_return_mean", "train_return_ratio")):
+        a, b = summary.get(key), base.get(key)
+        summary[name] = a / b if a is not None and b else None
+    rd.write_summary(summary)
+    plot_run(rd.path)
+    return summary
+
+
+def train(args: argparse.Namespace, rd: RunDir) -> dict:
+    if rd.summary.exists() and rd.baseline.summary.exists() and "baseline" in rd.read_summary():
+        return rd.read_summary()
+    if args.parallel:
+        train_parallel(args, rd)
+        return join_arms(rd)
+    cmd = _train_cmd(args, rd, "--labels", str(args.labels), "--baseline")
     print(" ".join(cmd), flush=True)
     with open(rd.path.parent / f"{rd.path.name}.log", "a") as log:
         if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT) != 0:
             raise SystemExit(f"training failed: see {log.name}")
     return rd.read_summary()
+
+
+def overhead(args: argparse.Namespace) -> dict:
+    """Both arms at once, each timed by ``wait4``: wall, CPU and peak RSS, and learned / true ratios."""
+    procs = {}
+    for arm in ("learned", "true"):
+        run = args.out / f"overhead-{args.task}-{args.steps}-{arm}-s{args.seed}"
+        if run.exists():
+            import shutil
+
+            shutil.rmtree(run)
+        cmd = [sys.executable, "-m", "prefrl.cli", "train", "--task", args.task, "--seed", str(args.seed),
+               "--steps", str(args.steps), "--reward", arm, "--run-dir", str(run), "--no-video", "--eval-episodes", "0"]
+        if arm == "learned":
+            cmd += ["--labels", str(args.labels)]
+        print(" ".join(cmd), flush=True)
+        log = open(args.out / f"{run.name}.log", "w")
+        procs[arm] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), time.perf_counter(), log)
+    out: dict = {"task": args.task, "steps": args.steps, "labels": args.labels, "seed": args.seed}
+    for arm, (proc, t0, log) in procs.items():
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        log.close()
+        if status != 0:
+            raise SystemExit(f"{arm} arm failed: see {log.name}")
+        out[arm] = {"wall_s": round(wall, 1), "user_s": round(ru.ru_utime, 1), "sys_s": round(ru.ru_stime, 1),
+                    "cpu_s": round(ru.ru_utime + ru.ru_stime, 1), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1)}
+    for key in ("wall_s", "cpu_s", "sys_s", "peak_rss_mb"):
+        out[f"{key}_ratio"] = round(out["learned"][key] / max(out["true"][key], 1e-9), 2)
+    write_json_atomic(args.out / "overhead.json", out)
+    lines = [f"Command: `python scripts/bench_atari.py --overhead --task {args.task} --steps {args.steps} "
+             f"--labels {args.labels} --seed {args.seed}`", "",
+             "| arm | wall s | user s | system s | CPU s | peak RSS MB |", "|---|---|---|---|---|---|"]
+    for arm in ("learned", "true"):
+        a = out[arm]
+        lines.append(f"| {arm} reward | {a['wall_s']} | {a['user_s']} | {a['sys_s']} | {a['cpu_s']} | {a['peak_rss_mb']} |")
+    lines.append(f"| learned / true | {out['wall_s_ratio']}x | | {out['sys_s_ratio']}x | {out['cpu_s_ratio']}x | "
+                 f"{out['peak_rss_mb_ratio']}x |")
+    (args.out / "overhead.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return out
 
 
 def collect_clips(cfg, policy, n_clips: int, length: int, seed: int, keep_frames: bool = False, record: int = 0):
@@ -226,8 +318,14 @@ def main() -> None:
     ap.add_argument("--agent-video-steps", type=int, default=450, help="steps of the agent video (15 per second)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out" / "atari")
     ap.add_argument("--videos", type=Path, default=ROOT / "videos")
+    ap.add_argument("--parallel", action="store_true",
+                    help="run the two arms at the same time (two processes) instead of one after the other")
+    ap.add_argument("--overhead", action="store_true", help="time both arms at once (wall, CPU, peak RSS), nothing else")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.overhead:
+        overhead(args)
+        return
     rd = RunDir(args.out / f"{args.task}-{args.steps}-{args.labels}-s{args.seed}")
 
     t0 = time.perf_counter()
