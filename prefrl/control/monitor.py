@@ -40,7 +40,8 @@ from prefrl.core.monitor import (
 from prefrl.core.rundir import ProgressLog
 from prefrl.core.types import Clips
 
-MONITOR_FIELDS = ["monitor_rank_corr", "monitor_divergence", "monitor_ood_ratio", "monitor_new_accuracy", "monitor_alarm"]
+SIGNALS = ("rank_corr", "divergence", "ood_ratio", "new_accuracy", "learned_trend", "true_trend")
+MONITOR_FIELDS = [f"monitor_{k}" for k in SIGNALS] + ["monitor_alarm"]
 """The monitor's progress.csv columns."""
 WINDOW_BYTES = 64 * 2**20
 """Memory the trend window's clips may take (large clips, e.g. Atari frames, keep fewer per rollout)."""
@@ -80,6 +81,7 @@ class MonitorCallback(BaseCallback):
         self.window: list[Clips] = []
         self.seen_clips = pref.collector.total_clips
         self.labeled_level = float("nan")
+        self.true_spread = 0.0  # the largest within-rollout std of true clip returns so far
         self._labeled_done = False
         self.new_history: list[tuple[float, float]] = []
         self.stop_requested: int | None = None
@@ -139,20 +141,21 @@ class MonitorCallback(BaseCallback):
         if self.window:
             members = [engine.ensemble.predict_clip_returns(c.model_inputs()) for c in self.window]  # (n, M) each
             if all(c.true_rew is not None for c in self.window):
-                values.update(window_signals([m.mean(axis=1) for m in members], [c.true_returns() for c in self.window]))
+                true = [c.true_returns() for c in self.window]
+                self.true_spread = max(self.true_spread, float(np.std(true[-1])))
+                values.update(window_signals([m.mean(axis=1) for m in members], true, self.true_spread))
             if newest is not None:
                 values["ood_ratio"] = ood_ratio(disagreement_level(members[-1]), self.labeled_level)
         values["new_accuracy"], _ = pooled_accuracy(self.new_history, self.cfg.min_new_judgments)
         step = self.mon.observe(t, values)
-        for k in ("rank_corr", "divergence", "ood_ratio", "new_accuracy", "learned_trend", "true_trend"):
+        for k in SIGNALS:
             v = values.get(k, float("nan"))
             if not math.isnan(v):
                 self.logger.record(f"monitor/{k}", v)
         self.logger.record("monitor/alarm", float(step.alarm))
         if step.started:
             self._react(t)
-        return {f"monitor_{k}": values[k] for k in ("rank_corr", "divergence", "ood_ratio", "new_accuracy")} | {
-            "monitor_alarm": int(step.alarm)}
+        return {f"monitor_{k}": values.get(k, float("nan")) for k in SIGNALS} | {"monitor_alarm": int(step.alarm)}
 
     def _labeled_level(self) -> float:
         """Median ensemble disagreement on (a sample of) the labeled clips in the store."""

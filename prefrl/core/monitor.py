@@ -9,12 +9,15 @@ Signals (NaN when not measurable at an update; a NaN never raises or clears a fl
 
 - ``rank_corr`` (true reward known): Spearman correlation of the learned and the true clip
   returns over the policy's recent clips (the last ``window`` updates' newest clips, all
-  scored by the current model). Flagged below ``min_rank_corr``.
+  scored by the current model). Flagged below ``min_rank_corr`` unless the true return is
+  still rising across the window (a model that misranks clips of a policy that keeps
+  improving is not being exploited yet).
 - ``divergence`` (true reward known): over the same clips, the change across the window of
   the mean learned return and of the mean true return per update, each in units of the clips'
-  within-update spread (``trend``); ``divergence = min(learned trend, -true trend)`` is
-  positive only when the learned return rises while the true return falls. Flagged above
-  ``max_divergence``.
+  within-update spread (``trend``; for the true return at least a quarter of the largest
+  spread seen in the run, so one stray fall of a converged policy is no decline);
+  ``divergence = min(learned trend, -true trend)`` is positive only when the learned return
+  rises while the true return falls. Flagged above ``max_divergence``.
 - ``ood_ratio`` (always): median ensemble disagreement (std across members of the normalised
   clip return) on the policy's newest clips over its median on labeled clips: the policy has
   gone where the model was not trained. Flagged above ``max_ood_ratio``.
@@ -122,13 +125,13 @@ def rank_corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(stats.spearmanr(a, b)[0])
 
 
-def trend(groups: Sequence[np.ndarray]) -> float:
+def trend(groups: Sequence[np.ndarray], min_spread: float = 0.0) -> float:
     """Change of a per-update mean across the window, in units of the values' within-update spread.
 
     ``groups[k]`` holds the values of update k (oldest first). The least-squares slope of the
     group means over k, times the window's span, divided by the pooled within-group standard
-    deviation: +1 means the mean rose by one typical clip-to-clip spread. NaN with fewer than 3
-    non-empty groups; 0 when nothing varies.
+    deviation (at least ``min_spread``): +1 means the mean rose by one typical clip-to-clip
+    spread. NaN with fewer than 3 non-empty groups; 0 when nothing varies.
     """
     gs = [np.asarray(g, np.float64).ravel() for g in groups]
     ks = [k for k, g in enumerate(gs) if len(g)]
@@ -140,7 +143,7 @@ def trend(groups: Sequence[np.ndarray]) -> float:
     change = slope * (x[-1] - x[0])
     resid = np.concatenate([gs[k] - gs[k].mean() for k in ks])
     dof = max(1, len(resid) - len(ks))
-    spread = float(np.sqrt((resid**2).sum() / dof))
+    spread = max(float(np.sqrt((resid**2).sum() / dof)), min_spread)
     if spread == 0:
         spread = float(np.std(np.concatenate([gs[k] for k in ks])))
     if spread == 0:
@@ -148,12 +151,19 @@ def trend(groups: Sequence[np.ndarray]) -> float:
     return change / spread
 
 
-def window_signals(learned: Sequence[np.ndarray], true: Sequence[np.ndarray]) -> dict[str, float]:
+TRUE_SPREAD_FLOOR = 0.25
+"""The true trend's unit is at least this share of the largest clip-to-clip spread of true returns seen
+in the run: once a policy has converged its clips' true returns are nearly all equal, and one stray
+fall must not read as a steep decline."""
+
+
+def window_signals(learned: Sequence[np.ndarray], true: Sequence[np.ndarray], true_spread: float = 0.0) -> dict[str, float]:
     """rank_corr, learned_trend, true_trend and divergence of the window's clips (see the module docstring).
 
-    ``learned[k]`` and ``true[k]``: the learned (current model) and true returns of update k's clips.
+    ``learned[k]`` and ``true[k]``: the learned (current model) and true returns of update k's clips;
+    ``true_spread``: the largest within-update std of true clip returns seen in the run so far.
     """
-    lt, tt = trend(learned), trend(true)
+    lt, tt = trend(learned), trend(true, TRUE_SPREAD_FLOOR * true_spread)
     div = min(lt, -tt) if not (math.isnan(lt) or math.isnan(tt)) else float("nan")
     all_l = np.concatenate([np.ravel(x) for x in learned]) if learned else np.zeros(0)
     all_t = np.concatenate([np.ravel(x) for x in true]) if true else np.zeros(0)
@@ -232,11 +242,15 @@ class Flag:
     low: float | None = None
     high: float | None = None
     meaning: str = ""
+    unless: str | None = None
+    """Another value: while it is positive the signal counts as unflagged (e.g. the true return still rising)."""
 
-    def flagged(self, value: float) -> bool | None:
+    def flagged(self, value: float, values: dict[str, float] | None = None) -> bool | None:
         """True / False, or None when the value is not measured (NaN)."""
         if value is None or math.isnan(value):
             return None
+        if self.unless is not None and (values or {}).get(self.unless, float("nan")) > 0:
+            return False
         return bool((self.low is not None and value < self.low) or (self.high is not None and value > self.high))
 
     def describe(self, value: float, detail: str | None = None) -> str:
@@ -246,7 +260,8 @@ class Flag:
 
 def control_flags(cfg: MonitorConfig) -> list[Flag]:
     return [
-        Flag("rank_corr", low=cfg.min_rank_corr, meaning="learned and true returns rank recent clips differently"),
+        Flag("rank_corr", low=cfg.min_rank_corr, unless="true_trend",
+             meaning="learned and true returns rank recent clips differently, and the true return is not rising"),
         Flag("divergence", high=cfg.max_divergence, meaning="learned return rising while the true return falls"),
         Flag("ood_ratio", high=cfg.max_ood_ratio, meaning="the reward ensemble disagrees far more on the policy's clips "
                                                            "than on labeled ones"),
@@ -318,7 +333,7 @@ class HackingMonitor:
         flags: dict[str, bool | None] = {}
         for f in self.flags:
             v = values.get(f.name, float("nan"))
-            fl = f.flagged(v)
+            fl = f.flagged(v, values)
             flags[f.name] = fl
             if fl is None:
                 continue
@@ -412,5 +427,5 @@ def replay(cfg: MonitorConfig, flags: list[Flag], series: Sequence[dict[str, flo
     """Run the alarm over recorded signal values (a monitor's ``history`` or progress rows) with other thresholds."""
     mon = HackingMonitor(cfg, flags, say=None)
     for row in series:
-        mon.observe(int(row.get(t_key, 0)), {f.name: float(row.get(f.name, float("nan"))) for f in flags})
+        mon.observe(int(row.get(t_key, 0)), {k: float(v) for k, v in row.items() if k != t_key})
     return mon

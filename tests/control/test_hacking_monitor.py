@@ -50,12 +50,13 @@ def _stub_run(tmp_path: Path, sign: float, cfg: MonitorConfig) -> tuple[MonitorC
 
 
 def _rollout(pref: SimpleNamespace, k: int, sign: float) -> None:
-    """One rollout's 40 new clips in a pool of 80 (the older half from the previous rollout), whose true
-    returns are ``sign`` x the ensemble's predictions."""
+    """One rollout's 40 new clips in a pool of 80 (the older half from the previous rollout). Their true
+    returns follow the ensemble's predictions (sign +1: a rising true return) or run against them (sign -1:
+    the model ranks the clips backwards while the true return falls)."""
     clips = toy_clips(80, length=8, seed=10 + k)
     pred = pref.engine.ensemble.predict_clip_returns(clips.model_inputs()).mean(axis=1)
     rew = np.zeros((80, 8), np.float32)
-    rew[:, 0] = sign * pred
+    rew[:, 0] = sign * (pred + 0.5 * k * pred.std())
     pref._rollout_pool = Clips(clips.obs, clips.acts, rew)
     pref.collector.total_clips += 40
     total = pref.collector.total_clips
@@ -72,12 +73,13 @@ def test_callback_fires_on_clips_the_model_ranks_backwards_and_stop_ends_trainin
         assert all(len(c) == 16 for c in cb.window)  # the newest clips, a subset of clips_per_update
     corr = [r["monitor_rank_corr"] for r in rows]
     if sign > 0:  # learned and true returns agree: quiet, training goes on
-        assert min(corr) > 0.99 and not any(r["monitor_alarm"] for r in rows) and cb._on_step()
+        assert min(corr) > 0.7 and not any(r["monitor_alarm"] for r in rows) and cb._on_step()
         assert cb.summary()["alarms"] == 0 and "stopped_at" not in cb.summary()
     else:  # ranked backwards: flagged from the first rollout, an alarm at the second, then training stops
-        assert max(corr) < -0.99 and [r["monitor_alarm"] for r in rows] == [0] + [1] * 5
+        assert max(corr) < -0.7 and [r["monitor_alarm"] for r in rows] == [0] + [1] * 5
         assert not cb._on_step() and cb.summary()["stopped_at"] == 2000 and cb.summary()["alarms"] == 1
     assert all(0 < r["monitor_ood_ratio"] < 100 for r in rows)  # both disagreement levels measured
+    assert all(r["monitor_true_trend"] * sign > 0 for r in rows[2:])  # measured from the third rollout on
 
 
 @pytest.mark.slow
