@@ -1,0 +1,31 @@
+"""The CNN reward net's first convolution over raw frames: chunked, scale folded into the weights,
+uint8 frames kept for the backward pass; the same outputs and gradients as plain autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prefrl.core.nets import InputSpec, RewardModelConfig, build_reward_net
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_frame_conv_matches_plain_autograd(batch_norm: bool):
+    torch.manual_seed(0)
+    spec = InputSpec(obs_shape=(4, 42, 42), act_shape=(), act_n=6, obs_dtype="uint8")
+    cfg = RewardModelConfig(kind="cnn", hidden=(16,), use_actions=False, dropout=0.0,
+                            options={"batch_norm": batch_norm, "kernels": [6, 3], "strides": [3, 1], "channels": [8, 8]})
+    net = build_reward_net(cfg, spec).train()
+    net.INPUT_CHUNK = 32  # several chunks in forward and backward
+    x = torch.randint(0, 255, (3, 30, 4, 42, 42), dtype=torch.uint8)
+    out = net({"obs": x, "acts": torch.zeros(3, 30)})
+    out.pow(2).sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    frames = x.reshape(90, 4, 42, 42).contiguous(memory_format=torch.channels_last).float() / 255
+    ref = net.head(net.conv(frames)).squeeze(-1).reshape(3, 30)
+    ref.pow(2).sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-6)
+    for g, p in zip(grads, net.parameters()):
+        assert p.grad.abs().sum() > 0
+        torch.testing.assert_close(g, p.grad, rtol=1e-3, atol=1e-4 * float(p.grad.abs().max()))
