@@ -32,9 +32,12 @@ import numpy as np
 from prefrl.control.rate import agent_clips
 from prefrl.core.oracles import open_oracle
 from prefrl.core.ratings import (
+    SCHEMES,
     RatingConfig,
     RatingPlan,
     display_names,
+    next_pair,
+    rate,
     record_pool,
     run_rating,
 )
@@ -75,6 +78,44 @@ def one(run_dirs: list[Path], clips: list, scheme: str, seed: int, cap: int, wor
             "pair_games": final.to_json()["pair_games"], "wall_s": round(time.perf_counter() - t0, 1)}
 
 
+def simulate(truths: list[list[float]], seeds: int, checks: list[int]) -> list[dict]:
+    """Simulated judgments from known Bradley-Terry ratings, through the same pair choice and fit:
+    how often the 90% intervals cover the truth, and how often the policies count as separated
+    (and with a wrong order), after ``checks`` comparisons, for each scheme."""
+    rows = []
+    for truth in truths:
+        t = np.asarray(truth, np.float64) - np.mean(truth)
+        best_first = [int(i) for i in np.argsort(-t, kind="stable")]
+        names = [f"p{i}" for i in range(len(t))]
+        for scheme in SCHEMES:
+            acc = {c: [0, 0, 0, 0] for c in checks}  # separated, separated but wrong, covered, intervals
+            for seed in range(seeds):
+                rng = np.random.default_rng(seed)
+                left: list[int] = []
+                right: list[int] = []
+                labels: list[float] = []
+                r = rate(left, right, labels, names, RatingConfig(), rng)
+                while len(labels) < max(checks):
+                    i, j = next_pair(scheme, r, RatingConfig().warmup, rng)
+                    left.append(i)
+                    right.append(j)
+                    labels.append(float(rng.random() < 1.0 / (1.0 + np.exp(-(t[i] - t[j])))))
+                    r = rate(left, right, labels, names, RatingConfig(), rng)
+                    if len(labels) in acc:
+                        a = acc[len(labels)]
+                        sep = r.separated()
+                        a[0] += sep
+                        a[1] += sep and r.order() != best_first and len(set(truth)) == len(truth)
+                        a[2] += int(((r.low <= t) & (t <= r.high)).sum())
+                        a[3] += len(t)
+            for c, a in acc.items():
+                rows.append({"truth": truth, "scheme": scheme, "comparisons": c, "seeds": seeds, "separated": a[0],
+                             "separated_wrong": a[1], "coverage": round(a[2] / a[3], 3)})
+                print(f"truth {truth} {scheme:8s} n={c:4d}: coverage {a[2] / a[3]:.2f}, separated {a[0]}/{seeds}, "
+                      f"of which wrong order {a[1]}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--run-dirs", nargs="+", type=Path, default=AGENTS, help="agents, worst first")
@@ -83,8 +124,21 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=30, help="clips per agent")
     ap.add_argument("--work", type=Path, default=ROOT / "bench_out/rate-bench")
     ap.add_argument("--out", type=Path, default=ROOT / "results/rate")
+    ap.add_argument("--simulate", action="store_true",
+                    help="instead: interval coverage on simulated judgments from known ratings (no agents)")
     args = ap.parse_args()
     set_torch_threads(1)
+    if args.simulate:
+        rows = simulate([[0.0, 0.0, 0.0], [0.0, 0.3, 0.6], [0.0, 0.7, 3.0]], len(args.seeds), [30, 60, 120])
+        md = ["| true ratings | pairs | comparisons | coverage of 90% intervals | separated | separated, wrong order |",
+              "|---|---|---|---|---|---|"]
+        md += [f"| {r['truth']} | {r['scheme']} | {r['comparisons']} | {r['coverage']:.2f} | {r['separated']}/{r['seeds']} "
+               f"| {r['separated_wrong']} |" for r in rows]
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "simulate.md").write_text("\n".join(md) + f"\n\n`python scripts/bench_rate.py {' '.join(sys.argv[1:])}`\n")
+        (args.out / "simulate.json").write_text(json.dumps(rows, indent=2))
+        print("\n".join(md))
+        return
     rows = []
     for seed in args.seeds:
         clips = sample(args.run_dirs, seed, args.clips)

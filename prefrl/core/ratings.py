@@ -26,9 +26,14 @@ ratings are centred: a policy with few games has part of its uncertainty absorbe
 so its own interval alone can look clear of a neighbour it has met only a few times.
 
 Pair choice: ``uniform`` plays every pair of policies equally often (round-robin, shuffled);
-``adaptive`` first plays every pair ``warmup`` times, then picks the pair whose order is least
-certain (the larger of their intervals' overlap and the reach of their difference's interval
-across 0), ties broken by fewer games between them.
+``adaptive`` plays the least-played pair while any pair has fewer than max(``warmup``,
+sqrt(N / pairs)) of the N games so far, and otherwise the pair whose order is least certain (the
+larger of their intervals' overlap and the reach of their difference's interval across 0), ties
+broken by fewer games between them. The growing floor keeps a policy that looked extreme early
+from being left with a handful of games: the intervals are conditional on the pairs played, and
+an adaptive design that stops playing a policy leaves its early luck in place. How well the
+intervals cover simulated true ratings under each scheme: ``python scripts/bench_rate.py
+--simulate`` (figures in the README, "Rating policies").
 
 The rating loop (``run_rating``) asks an ``Oracle`` through the preference store, so a
 scripted teacher answers at once and people answer in ``prefrl label``; every judgment is in
@@ -312,8 +317,10 @@ def next_pair(scheme: str, ratings: Ratings, warmup: int, rng: np.random.Generat
     if scheme not in SCHEMES:
         raise PrefrlError(f"unknown pair scheme `{scheme}` (known: {', '.join(SCHEMES)})")
     k = len(ratings.names)
-    least = min(ratings.pair_games[i, j] for i, j in itertools.combinations(range(k), 2))
-    if scheme == "uniform" or least < warmup:
+    pairs = list(itertools.combinations(range(k), 2))
+    least = min(ratings.pair_games[i, j] for i, j in pairs)
+    floor = max(warmup, math.sqrt(ratings.pair_games.sum() / 2 / len(pairs)))  # no pair is left behind
+    if scheme == "uniform" or least < floor:
         return round_robin_pair(ratings.pair_games, rng)
     return most_uncertain_pair(ratings, rng)
 

@@ -104,6 +104,32 @@ def test_adaptive_picks_the_pair_whose_intervals_overlap_most():
         next_pair("greedy", r, warmup=2, rng=rng)
 
 
+def test_disjoint_intervals_are_not_enough_when_the_difference_is_uncertain():
+    """Centred ratings: two policies' own intervals can be clear of each other while the interval of
+    their difference (the replicates move together) still holds 0; they are not told apart then."""
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 0.05, 500)
+    own = rng.normal(0, 1.0, 500)
+    samples = np.stack([shared - own / 2, 1.0 + shared + own / 2], axis=1)
+    r = Ratings(["a", "b"], rating=np.array([0.0, 1.0]), low=np.array([-0.2, 0.8]), high=np.array([0.2, 1.2]),
+                games=np.array([4, 4]), wins=np.zeros(2), pair_games=np.array([[0, 4], [4, 0]]), samples=samples, ci=0.9)
+    assert r.overlap(0, 1) < 0
+    lo, hi = r.diff_interval(1, 0)
+    assert lo < 0 < hi
+    assert r.uncertainty(0, 1) > 0 and not r.separated()
+
+
+def test_adaptive_keeps_playing_every_pair():
+    """However clear a pair looks, it gets its share: at least sqrt(N / pairs) of N games."""
+    k = 3
+    games = np.array([[0, 48, 2], [48, 0, 50], [2, 50, 0]])
+    r = Ratings(list("abc"), rating=np.array([-3.0, 0.0, 0.1]), low=np.array([-3.5, -0.3, -0.2]),
+                high=np.array([-2.5, 0.3, 0.4]), games=games.sum(1), wins=np.zeros(k), pair_games=games,
+                samples=np.zeros((5, k)), ci=0.9)
+    assert most_uncertain_pair(r, np.random.default_rng(0)) == (1, 2)
+    assert next_pair("adaptive", r, warmup=2, rng=np.random.default_rng(0)) == (0, 2)  # 2 < sqrt(100 / 3)
+
+
 def _toy_store(tmp_path, quality: list[float], n: int = 12, seed: int = 0):
     """A store with ``n`` one-step clips per policy whose true return is quality + noise."""
     rng = np.random.default_rng(seed)
