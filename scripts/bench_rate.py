@@ -161,11 +161,12 @@ def main() -> None:
         per = ", ".join("—" if n is None else str(n) for n in s["all"])
         peek = ", ".join("—" if n is None else str(n) for n in s["first_separated"])
         md.append(f"| {scheme} | {s['correct']}/{s['runs']} | {s['median']} | {s['max']} | {per} | {peek} |")
-    text = "\n".join(md) + f"\n\nagents: {', '.join(str(d) for d in args.run_dirs)}; cap {args.max_comparisons}; `{cmdline.strip()}`\n"
+    shown = [str(d.resolve().relative_to(ROOT)) if d.resolve().is_relative_to(ROOT) else str(d) for d in args.run_dirs]
+    text = "\n".join(md) + f"\n\nagents: {', '.join(shown)}; cap {args.max_comparisons}; `{cmdline.strip()}`\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.md").write_text(text)
     (args.out / "bench.json").write_text(json.dumps({"summary": summary, "runs": rows, "command": cmdline.strip(),
-                                                     "run_dirs": [str(d) for d in args.run_dirs]}, indent=2))
+                                                     "run_dirs": shown}, indent=2))
     print(text)
 
 

@@ -238,7 +238,7 @@ class Ratings:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append(f"{self.comparisons} comparisons ({self.skipped} skipped); intervals "
-                     f"{'do not overlap' if self.separated() else 'overlap'}.")
+                     f"{'do not overlap' if self.separated() else 'overlap, or a difference interval holds 0'}.")
         return "\n".join(lines) + "\n"
 
 
@@ -415,7 +415,7 @@ def run_rating(
         comparisons: total judgments between these policies to reach (skips included).
         scheme: ``adaptive`` or ``uniform`` (see the module doc).
         batch: pairs asked at once (people: the queue the viewer sees).
-        stop_when_separated: stop as soon as every two policies' intervals are disjoint.
+        stop_when_separated: stop as soon as every two policies are told apart (``Ratings.separated``).
         on_progress: called with the current ratings and the judgments so far after each refit.
     """
     if scheme not in SCHEMES:
