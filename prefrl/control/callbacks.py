@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv
 from prefrl.core.engine import EngineReport, LabelingEngine
@@ -164,7 +165,11 @@ class PreferenceCallback(ProgressCallback):
 
 def defer_rewards(model, wrapper: LearnedRewardVecEnv) -> None:
     """Score PPO's rollouts at their end, in large batches (``LearnedRewardVecEnv.defer``): PPO reads
-    rewards only once a rollout is over. Not when VecNormalize normalises rewards, which needs them per step."""
+    rewards only once a rollout is over. Not when VecNormalize normalises rewards, which needs them per step,
+    and never for an off-policy learner (SAC): its replay buffer stores each step's reward as it comes."""
+    if not isinstance(model, OnPolicyAlgorithm):
+        wrapper.defer = False
+        return
     venv_norm = model.get_vec_normalize_env()
     wrapper.defer = venv_norm is None or not venv_norm.norm_reward
 

@@ -60,3 +60,19 @@ def test_deferred_rewards_equal_per_step_rewards():
     assert len(eps_a) == len(eps_b) > 0
     np.testing.assert_allclose(eps_b, eps_a, rtol=1e-5)
     torch.testing.assert_close(params_b, params_a, rtol=1e-4, atol=1e-5)  # PPO learned the same policy
+
+
+def test_an_off_policy_learner_never_defers_its_rewards():
+    """SAC stores each step's reward in its replay buffer as it comes: a deferred 0 would stay there."""
+    from stable_baselines3 import SAC
+
+    venv = make_vec_env("Pendulum-v1", n_envs=1, seed=0)
+    wrapper = LearnedRewardVecEnv(venv, reward_fn, defer=True)
+    model = SAC("MlpPolicy", wrapper, learning_starts=10, buffer_size=100, seed=0, device="cpu",
+                policy_kwargs={"net_arch": [8]})
+    defer_rewards(model, wrapper)
+    assert wrapper.defer is False
+    model.learn(20)
+    stored = model.replay_buffer.rewards[:20, 0]
+    obs, acts = model.replay_buffer.observations[:20, 0], model.replay_buffer.actions[:20, 0]
+    np.testing.assert_allclose(stored, reward_fn(obs, model.policy.unscale_action(acts)), rtol=1e-5, atol=1e-5)
