@@ -25,8 +25,8 @@ from prefrl.core.monitor import MonitorConfig, control_flags, replay, text_flags
 from prefrl.core.rundir import RunDir
 
 
-def load_series(run: Path) -> tuple[str, list[dict[str, float]]]:
-    """("control" | "text", per-update signal values) from a run's progress.csv."""
+def load_series(run: Path) -> tuple[str, list[dict[str, float]], str, str]:
+    """("control" | "text", per-update signal values, true and learned score first -> last) from progress.csv."""
     rows = list(csv.DictReader(open(RunDir(run).progress)))
     if not rows:
         sys.exit(f"{run}: progress.csv has no rows")
@@ -40,7 +40,15 @@ def load_series(run: Path) -> tuple[str, list[dict[str, float]]]:
     for r in rows:
         vals = {k[len(prefix):]: _num(v) for k, v in r.items() if k.startswith(prefix)}
         series.append({"t": _num(r[t_key]), **vals})
-    return kind, series
+    true_key, learned_key = ("true_return_mean", "learned_return_mean") if kind == "control" else ("oracle/score",
+                                                                                                    "ppo/score")
+    return kind, series, _first_last(rows, true_key), _first_last(rows, learned_key)
+
+
+def _first_last(rows: list[dict], key: str) -> str:
+    vals = [_num(r.get(key)) for r in rows]
+    vals = [v for v in vals if not math.isnan(v)]
+    return f"{vals[0]:.3g} → {vals[-1]:.3g}" if vals else "–"
 
 
 def _num(v: str | None) -> float:
@@ -54,14 +62,14 @@ def judge(runs: dict[str, list[Path]], cfg: MonitorConfig) -> list[dict]:
     out = []
     for label, paths in runs.items():
         for run in paths:
-            kind, series = load_series(run)
+            kind, series, true, learned = load_series(run)
             flags = control_flags(cfg) if kind == "control" else text_flags(cfg)
             s = replay(cfg, flags, series).summary()
             fired = sorted({sig for ep in s["episodes"] for sig in ep["signals"]})
             out.append({"run": str(run), "expected": label, "kind": kind, "updates": s["updates"],
                         "alarms": s["alarms"], "first_alarm": s["first_alarm"],
                         "alarm_share": s["alarm_updates"] / max(s["updates"], 1), "signals": " ".join(fired),
-                        "last_t": int(series[-1]["t"])})
+                        "last_t": int(series[-1]["t"]), "true": true, "learned": learned})
     return out
 
 
@@ -80,11 +88,12 @@ def rates(rows: list[dict]) -> dict[str, float]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | expected | updates | alarms | first alarm (step) | signals | share of updates in alarm |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| run | expected | true return / oracle score | learned return / RM score | updates | alarms | "
+             "first alarm (step) | signals | share of updates in alarm |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         first = "–" if r["first_alarm"] is None else f"{r['first_alarm']} of {r['last_t']}"
-        lines.append(f"| {Path(r['run']).name} | {r['expected']} | {r['updates']} | {r['alarms']} | {first} | "
+        lines.append(f"| {Path(r['run']).name} | {r['expected']} | {r['true']} | {r['learned']} | {r['updates']} | "
+                     f"{r['alarms']} | {first} | "
                      f"{r['signals'] or '–'} | {r['alarm_share']:.2f} |")
     return "\n".join(lines)
 
