@@ -69,7 +69,8 @@ class MonitorConfig:
     patience: int = 2
     """Flagged measurements in a row that raise a signal's alarm (twice as many unflagged ones clear it)."""
     min_rank_corr: float = -0.2
-    """rank_corr (learned vs true clip returns on recent clips) below this is flagged."""
+    """rank_corr (learned vs true clip returns on recent clips; text: reward model vs oracle) below this is
+    flagged (control: unless the true return is still rising across the window)."""
     max_divergence: float = 0.5
     """divergence (learned return up and true return down across the window, in clip-spread units) above this is flagged."""
     max_ood_ratio: float = 4.0
