@@ -21,11 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from prefrl.core.ratings import (
-    RatingConfig,
+    RatingFlags,
     RatingPlan,
-    check_rating_flags,
     display_names,
-    rate_in_store,
     record_pool,
     stored_pools,
     write_ratings,
@@ -35,8 +33,8 @@ from prefrl.core.store import STORE_FILE, PreferenceStore
 from prefrl.core.types import Clips, PrefrlError
 
 
-@dataclass
-class RateCommand:
+@dataclass(kw_only=True)
+class RateCommand(RatingFlags):
     """Rate policies (run directories' agents) from comparisons of their clips: Bradley-Terry ratings, bootstrap intervals."""
 
     run_dirs: list[Path]
@@ -45,25 +43,10 @@ class RateCommand:
     """Where the store of comparisons, ratings.md, ratings.json and ratings.png go (a rerun resumes)."""
     oracle: str | None = None
     """Scripted teacher on the true reward: synthetic (default), stochastic, myopic, mistake, skip, equal."""
-    human: bool = False
-    """People judge instead: pairs are queued in OUT for `prefrl label --run-dir OUT`; this waits for them."""
-    adaptive: bool = False
-    """Ask next about the pair of policies whose order is least certain (default: every pair equally often)."""
-    comparisons: int = 150
-    """Judgments to reach in OUT (those already there count)."""
-    stop_when_separated: bool = False
-    """Stop before --comparisons once every two policies' intervals are disjoint (this looks after every judgment,
-    so the first separation is optimistic; a fixed --comparisons budget is the honest figure)."""
     clips: int = 30
     """Clips sampled from each agent."""
     deterministic: bool = False
     """Clips of the agents' mean actions (default: actions sampled from the policy, as in training)."""
-    batch: int | None = None
-    """Pairs asked at once (default: 1 for a scripted teacher, 6 for people)."""
-    bootstrap: int = 300
-    """Bootstrap replicates for the intervals."""
-    ci: float = 0.9
-    """Coverage of the intervals."""
     seed: int = 0
     """Seed of the clips' env, the pair choice, the oracle and the bootstrap."""
 
@@ -73,14 +56,12 @@ class RateCommand:
 
         runs = self.check()
         ensure_headless_rendering()
-        cfg = RatingConfig(bootstrap=self.bootstrap, ci=self.ci)
         rng = np.random.default_rng(self.seed)
         with PreferenceStore(self.out) as store:
             keys, names, pools = self._pools(store, runs)
             pool_returns = [store.load_clips(p).true_returns() for p in pools]
             plan = RatingPlan(keys, names, pools, aligned=False, load=lambda ids: store.load_clips(ids))
-            ratings, oracle = rate_in_store(store, plan, self.oracle, self.human, self.comparisons, self.adaptive, cfg, rng,
-                                            np.concatenate(pool_returns), self.batch, self.stop_when_separated)
+            ratings, oracle = self.rate_in_store(store, plan, self.oracle, rng, np.concatenate(pool_returns))
         ratings.extra["clip return"] = [float(r.mean()) for r in pool_returns]
         info = {"run_dirs": dict(zip(names, keys)), "oracle": oracle,
                 "scheme": "adaptive" if self.adaptive else "uniform", "clips_per_policy": self.clips,
@@ -95,7 +76,7 @@ class RateCommand:
         """Refuse bad input before anything runs; returns (run dir, its config) of each policy."""
         from prefrl.control.config import clip_length, load_run_config
 
-        check_rating_flags(self.oracle, self.human, self.comparisons, self.bootstrap, self.ci, self.batch)
+        self.check_flags(self.oracle)
         if self.clips < 2:
             raise PrefrlError(f"`--clips` must be >= 2, got {self.clips}")
         if len(self.run_dirs) < 2:

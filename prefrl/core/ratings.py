@@ -466,45 +466,64 @@ def _with_games(r: Ratings, games: np.ndarray) -> Ratings:
     return Ratings(r.names, r.rating, r.low, r.high, games.sum(axis=1), r.wins, games, r.samples, r.ci, r.skipped, r.extra)
 
 
-def check_rating_flags(teacher: str | None, human: bool, comparisons: int, bootstrap: int, ci: float, batch: int | None,
-                       flag: str = "--oracle") -> None:
-    """The flags every rating command shares, refused with their names before anything runs."""
-    if human and teacher is not None:
-        raise PrefrlError(f"give `{flag} NAME` (a scripted teacher) or `--human` (people), not both")
-    if teacher is not None:
-        check_oracle_name(teacher)
-        if teacher == "human":
-            raise PrefrlError(f"people judge with `--human`, not `{flag} human`")
-    for name, v in (("comparisons", comparisons), ("bootstrap", bootstrap)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise PrefrlError(f"`--{name}` must be an integer >= 1, got {v!r}")
-    if batch is not None and batch < 1:
-        raise PrefrlError(f"`--batch` must be >= 1, got {batch}")
-    RatingConfig(bootstrap=bootstrap, ci=ci)
+@dataclass(kw_only=True)
+class RatingFlags:
+    """The flags every rating command shares (`prefrl rate`, `prefrl text rate`)."""
 
+    human: bool = False
+    """People judge instead: pairs are queued in OUT for `prefrl label --run-dir OUT`; this waits for them."""
+    adaptive: bool = False
+    """Ask next about the pair of policies whose order is least certain (default: every pair equally often)."""
+    comparisons: int = 150
+    """Judgments to reach in OUT (those already there count)."""
+    stop_when_separated: bool = False
+    """Stop before --comparisons once every two policies are told apart (this looks after every judgment,
+    so the first separation is optimistic; a fixed --comparisons budget is the honest figure)."""
+    batch: int | None = None
+    """Pairs asked at once (default: 1 for a scripted teacher, 6 for people)."""
+    bootstrap: int = 300
+    """Bootstrap replicates for the intervals."""
+    ci: float = 0.9
+    """Coverage of the intervals."""
 
-def rate_in_store(
-    store: PreferenceStore, plan: RatingPlan, teacher: str | None, human: bool, comparisons: int, adaptive: bool,
-    cfg: RatingConfig, rng: np.random.Generator, returns: np.ndarray, batch: int | None = None,
-    stop_when_separated: bool = False,
-) -> tuple[Ratings, str]:
-    """A rating command's loop on its store: the viewer's meta keys, the oracle (calibrated on the items'
-    ``returns``), ``run_rating`` with progress lines, the store marked finished. Returns (ratings, oracle name)."""
-    store.set_meta(Meta.LABEL_BUDGET.value, comparisons)
-    store.set_meta(Meta.STATUS.value, "running")
-    oracle = open_oracle("human" if human else teacher or "synthetic", store, rng)
-    if np.isfinite(returns).any():
-        oracle.calibrate(returns[np.isfinite(returns)])
-    print(f"rating {len(plan.keys)} policies from up to {comparisons} comparisons "
-          f"({'adaptive' if adaptive else 'uniform'} pairs, oracle {oracle.name}) -> {store.root}")
-    if human:
-        print(f"judge the pairs with: prefrl label --run-dir {store.root}")
-    ratings = run_rating(store, oracle, plan, comparisons, "adaptive" if adaptive else "uniform", cfg, rng,
-                         batch=batch or (6 if human else 1), stop_when_separated=stop_when_separated,
-                         on_progress=print_progress)
-    store.set_meta(Meta.STATUS.value, "finished")
-    store.cancel_pending()
-    return ratings, oracle.name
+    def rating_config(self) -> RatingConfig:
+        return RatingConfig(bootstrap=self.bootstrap, ci=self.ci)
+
+    def check_flags(self, teacher: str | None, flag: str = "--oracle") -> None:
+        """Refuse bad shared flags by name before anything runs (``teacher``: the scripted teacher asked for)."""
+        if self.human and teacher is not None:
+            raise PrefrlError(f"give `{flag} NAME` (a scripted teacher) or `--human` (people), not both")
+        if teacher is not None:
+            check_oracle_name(teacher)
+            if teacher == "human":
+                raise PrefrlError(f"people judge with `--human`, not `{flag} human`")
+        for name, v in (("comparisons", self.comparisons), ("bootstrap", self.bootstrap)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise PrefrlError(f"`--{name}` must be an integer >= 1, got {v!r}")
+        if self.batch is not None and self.batch < 1:
+            raise PrefrlError(f"`--batch` must be >= 1, got {self.batch}")
+        self.rating_config()
+
+    def rate_in_store(self, store: PreferenceStore, plan: RatingPlan, teacher: str | None, rng: np.random.Generator,
+                      returns: np.ndarray) -> tuple[Ratings, str]:
+        """The command's loop on its store: the viewer's meta keys, the oracle (calibrated on the items'
+        ``returns``), ``run_rating`` with progress lines, the store marked finished. Returns (ratings, oracle name)."""
+        store.set_meta(Meta.LABEL_BUDGET.value, self.comparisons)
+        store.set_meta(Meta.STATUS.value, "running")
+        oracle = open_oracle("human" if self.human else teacher or "synthetic", store, rng)
+        if np.isfinite(returns).any():
+            oracle.calibrate(returns[np.isfinite(returns)])
+        scheme = "adaptive" if self.adaptive else "uniform"
+        print(f"rating {len(plan.keys)} policies from up to {self.comparisons} comparisons "
+              f"({scheme} pairs, oracle {oracle.name}) -> {store.root}")
+        if self.human:
+            print(f"judge the pairs with: prefrl label --run-dir {store.root}")
+        ratings = run_rating(store, oracle, plan, self.comparisons, scheme, self.rating_config(), rng,
+                             batch=self.batch or (6 if self.human else 1), stop_when_separated=self.stop_when_separated,
+                             on_progress=print_progress)
+        store.set_meta(Meta.STATUS.value, "finished")
+        store.cancel_pending()
+        return ratings, oracle.name
 
 
 def display_names(paths: Sequence[str | Path]) -> list[str]:

@@ -16,11 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from prefrl.core.ratings import (
-    RatingConfig,
+    RatingFlags,
     RatingPlan,
-    check_rating_flags,
     display_names,
-    rate_in_store,
     record_pool,
     stored_pools,
     write_ratings,
@@ -32,8 +30,8 @@ from prefrl.text.config import SampleConfig
 from prefrl.text.oracles import make_scorer
 
 
-@dataclass
-class TextRate:
+@dataclass(kw_only=True)
+class TextRate(RatingFlags):
     """Rate text policies from comparisons of their completions of shared prompts: Bradley-Terry ratings, bootstrap intervals."""
 
     run_dirs: list[Path]
@@ -46,23 +44,8 @@ class TextRate:
     """Text oracle whose score the scripted teacher compares (and the table shows): vader, keyword, length."""
     teacher: str | None = None
     """Scripted-teacher noise on the score: synthetic (default), stochastic, myopic, mistake, skip, equal."""
-    human: bool = False
-    """People judge instead: pairs are queued in OUT for `prefrl label --run-dir OUT`; this waits for them."""
-    adaptive: bool = False
-    """Ask next about the pair of policies whose order is least certain (default: every pair equally often)."""
-    comparisons: int = 150
-    """Judgments to reach in OUT (those already there count)."""
-    stop_when_separated: bool = False
-    """Stop before --comparisons once every two policies' intervals are disjoint (this looks after every judgment,
-    so the first separation is optimistic; a fixed --comparisons budget is the honest figure)."""
     n_prompts: int = 64
     """Use the first this-many prompts."""
-    batch: int | None = None
-    """Pairs asked at once (default: 1 for a scripted teacher, 6 for people)."""
-    bootstrap: int = 300
-    """Bootstrap replicates for the intervals."""
-    ci: float = 0.9
-    """Coverage of the intervals."""
     sample: SampleConfig = field(default_factory=SampleConfig)
     seed: int = 0
     """Seed of sampling (the same for every policy), pair choice, teacher and bootstrap."""
@@ -74,7 +57,6 @@ class TextRate:
         models = self.check()
         prompts = read_prompts(self.prompts)[: self.n_prompts]
         scorer = make_scorer(self.oracle)
-        cfg = RatingConfig(bootstrap=self.bootstrap, ci=self.ci)
         rng = np.random.default_rng(self.seed)
         with PreferenceStore(self.out) as store:
             keys = [str(m.resolve()) for m in models]
@@ -92,8 +74,7 @@ class TextRate:
             pool_scores = [np.array(store.text_scores(p), np.float64) for p in pools]
             names = display_names(self.run_dirs)
             plan = RatingPlan(keys, names, pools, aligned=True, load=lambda ids: load_text_items(store, ids))
-            ratings, oracle = rate_in_store(store, plan, self.teacher, self.human, self.comparisons, self.adaptive, cfg, rng,
-                                            np.concatenate(pool_scores), self.batch, self.stop_when_separated)
+            ratings, oracle = self.rate_in_store(store, plan, self.teacher, rng, np.concatenate(pool_scores))
         ratings.extra[f"{self.oracle} score"] = [float(np.nanmean(s)) for s in pool_scores]
         info = {"run_dirs": dict(zip(names, keys)), "oracle": oracle, "score": self.oracle,
                 "scheme": "adaptive" if self.adaptive else "uniform", "prompts": str(self.prompts)}
@@ -105,7 +86,7 @@ class TextRate:
 
     def check(self) -> list[Path]:
         """Refuse bad input before anything runs; returns each policy's model directory."""
-        check_rating_flags(self.teacher, self.human, self.comparisons, self.bootstrap, self.ci, self.batch, "--teacher")
+        self.check_flags(self.teacher, "--teacher")
         make_scorer(self.oracle)  # unknown name: close matches
         if isinstance(self.n_prompts, bool) or not isinstance(self.n_prompts, int) or self.n_prompts < 1:
             raise PrefrlError(f"`--n-prompts` must be an integer >= 1, got {self.n_prompts!r}")
