@@ -116,11 +116,17 @@ def overhead(args: argparse.Namespace) -> dict:
         log = open(args.out / f"{run.name}.log", "w")
         procs[arm] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), time.perf_counter(), log)
     out: dict = {"task": args.task, "steps": args.steps, "labels": args.labels, "seed": args.seed}
-    for arm, (proc, t0, log) in procs.items():
-        _, status, ru = os.wait4(proc.pid, 0)
+    by_pid = {proc.pid: arm for arm, (proc, _, _) in procs.items()}
+    while by_pid:  # whichever arm ends first: its wall time is taken when it ends
+        pid, status, ru = os.wait4(-1, 0)
+        arm = by_pid.pop(pid, None)
+        if arm is None:
+            continue
+        proc, t0, log = procs[arm]
+        proc.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - t0
         log.close()
-        if status != 0:
+        if proc.returncode != 0:
             raise SystemExit(f"{arm} arm failed: see {log.name}")
         out[arm] = {"wall_s": round(wall, 1), "user_s": round(ru.ru_utime, 1), "sys_s": round(ru.ru_stime, 1),
                     "cpu_s": round(ru.ru_utime + ru.ru_stime, 1), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1)}

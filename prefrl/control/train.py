@@ -164,7 +164,9 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     store = engine = monitor = None
     if learned:
         store, engine = _open_engine(cfg, rd, venv, rng, resume)
-        _initial_labels(cfg, engine, length, venv)
+        # Atari: the random-policy clips come from the run's own envs (not 8 more emulators in memory
+        # and their start-up); other tasks keep a separate env stack (cheap, and their results unchanged)
+        _initial_labels(cfg, engine, length, venv if task.env.type == "atari" else None)
         if cfg.reward_model is None:
             epochs = task.prefs.reward_epochs if resume and rd.reward_model.exists() else task.prefs.initial_epochs
             engine.refit(epochs)
