@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,37 @@ def test_agent_clips_differ_in_true_return(agents):
     bad = agent_clips(agents["pusher"], 10).true_returns()
     assert good.shape == bad.shape == (10,)
     assert np.mean(good) > np.mean(bad)
+
+
+def test_human_rating_queues_clips_with_frames_and_waits_for_judgments(agents, tmp_path):
+    """`--human`: the pairs wait in OUT's store (clips with frames, as `prefrl label --run-dir OUT` needs);
+    the command waits until they are judged there, then fits on those judgments."""
+    import threading
+
+    out = tmp_path / "human"
+    dirs = [str(agents["trained"]), str(agents["pusher"])]
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(main(["rate", "--run-dirs", *dirs, "--human", "--comparisons", "3",
+                                                             "--clips", "2", "--out", str(out), "--bootstrap", "50"])))
+    t.start()
+    judged = 0
+    try:
+        for _ in range(600):
+            if judged == 3 or not t.is_alive():
+                break
+            if (out / "prefs.sqlite").exists():
+                with PreferenceStore(out, create=False) as store:
+                    for q in store.pending_queries():
+                        clips = store.load_clips([q.left, q.right], frames=True)
+                        assert clips.frames is not None and clips.frames.shape[-1] == 3
+                        better = int(np.argmax(clips.true_returns()))
+                        store.add_judgment(q.left, q.right, 1.0 - better, source="human", annotator="ann", query_id=q.id)
+                        judged += 1
+            time.sleep(0.2)
+    finally:
+        t.join(120)
+    assert not t.is_alive() and judged == 3
+    assert result["comparisons"] == 3 and result["oracle"] == "human"
+    with PreferenceStore(out, create=False, readonly=True) as store:
+        assert store.get_meta("status") == "finished" and store.count_pending() == 0
+        assert {j.annotator for j in store.judgments()} == {"ann"}
