@@ -71,7 +71,7 @@ class MonitorConfig:
     min_rank_corr: float = -0.2
     """rank_corr (learned vs true clip returns on recent clips; text: reward model vs oracle) below this is
     flagged (control: unless the true return is still rising across the window)."""
-    max_divergence: float = 0.5
+    max_divergence: float = 0.75
     """divergence (learned return up and true return down across the window, in clip-spread units) above this is flagged."""
     max_ood_ratio: float = 4.0
     """ood_ratio (ensemble disagreement on the policy's clips / on labeled clips) above this is flagged."""
