@@ -107,7 +107,9 @@ class MonitorCallback(BaseCallback):
         if keep < len(idx):
             idx = self.rng.choice(idx, keep, replace=False)
         sub = pool[np.sort(idx)]  # fancy indexing copies out of the ring
-        return Clips(sub.obs, sub.acts, sub.true_rew)  # frames are not needed
+        # frames only when the flagged clips may be shown to people (`ask` with a viewer)
+        keep_frames = self.cfg.on_alarm == "ask" and self.pref.engine.keep_frames
+        return Clips(sub.obs, sub.acts, sub.true_rew, sub.frames if keep_frames else None)
 
     @staticmethod
     def _new_indices(col, n_pool: int, last: int) -> np.ndarray:
