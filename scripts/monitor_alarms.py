@@ -27,7 +27,8 @@ from prefrl.core.rundir import RunDir
 
 def load_series(run: Path) -> tuple[str, list[dict[str, float]], str, str]:
     """("control" | "text", per-update signal values, true and learned score first -> last) from progress.csv."""
-    rows = list(csv.DictReader(open(RunDir(run).progress)))
+    with open(RunDir(run).progress, newline="") as f:
+        rows = list(csv.DictReader(f))
     if not rows:
         sys.exit(f"{run}: progress.csv has no rows")
     if "monitor_alarm" in rows[0]:
@@ -88,8 +89,9 @@ def rates(rows: list[dict]) -> dict[str, float]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| run | expected | true return / oracle score | learned return / RM score | updates | alarms | "
-             "first alarm (step) | signals | share of updates in alarm |", "|---|---|---|---|---|---|---|---|---|"]
+    header = ("| run | expected | true return / oracle score | learned return / RM score | updates | alarms | "
+              "first alarm (step) | signals | share of updates in alarm |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         first = "–" if r["first_alarm"] is None else f"{r['first_alarm']} of {r['last_t']}"
         lines.append(f"| {Path(r['run']).name} | {r['expected']} | {r['true']} | {r['learned']} | {r['updates']} | "

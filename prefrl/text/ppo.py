@@ -32,11 +32,11 @@ import torch
 from torch import nn
 
 from prefrl.core.monitor import TextMonitor
+from prefrl.core.types import PrefrlError
 from prefrl.text.config import PPOConfig, SampleConfig
 from prefrl.text.data import SFTExample
 from prefrl.text.lm import Samples, forward, max_positions, sample, token_logprobs
 from prefrl.text.sft import lm_loss, make_lm_batch
-from prefrl.core.types import PrefrlError
 
 RewardFn = Callable[[list[str], list[str]], np.ndarray]
 """(prompts, completions) -> (B,) float scores (the reward model's, normalised)."""

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from conftest import TINY_NET, TOY_SPEC
-
 from stable_baselines3.common.logger import configure
 
 from prefrl.cli import main
@@ -90,7 +89,8 @@ def test_starved_inverted_pendulum_raises_the_alarm(tmp_path: Path):
                     "--eval-episodes", "0", "--no-video", "--on-alarm", "stop"])
     mon = summary["monitor"]
     assert mon["alarms"] == 1 and mon["first_alarm"] <= 16384 and summary["timesteps"] < 30000, mon
-    rows = list(csv.DictReader(open(run / "progress.csv")))
+    with open(run / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     assert rows[0]["monitor_alarm"] == "0" and rows[-1]["monitor_alarm"] == "1"
     assert float(rows[-1]["monitor_rank_corr"]) < -0.2 or float(rows[-1]["monitor_divergence"]) > 0.5, rows[-1]
     assert json.loads((run / "summary.json").read_text())["monitor"]["stopped_at"] == mon["stopped_at"]

@@ -6,8 +6,18 @@ import pytest
 
 from prefrl.core.monitor import MonitorConfig, TextMonitor
 from prefrl.core.types import PrefrlError
+from prefrl.core.utils import set_torch_threads
+from prefrl.text.corpus import make_corpus
+from prefrl.text.lm import make_tiny_checkpoint
 from prefrl.text.ppo import TextPPOTrainer
-from tests.text.test_text_ppo import _length_reward, _trainer, ckpt  # noqa: F401 (ckpt: the tiny LM fixture)
+from tests.text.test_text_ppo import TINY, _length_reward, _trainer
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    set_torch_threads(1)
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "lm",
+                                [e.prompt + e.completion for e in make_corpus(300, seed=0)], TINY, seed=0)
 
 
 def _monitored(ckpt, monitor: TextMonitor, ref_noise: float = 0.0) -> TextPPOTrainer:
