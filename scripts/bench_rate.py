@@ -39,6 +39,7 @@ from prefrl.core.ratings import (
     next_pair,
     rate,
     record_pool,
+    reference_weights,
     run_rating,
 )
 from prefrl.core.store import PreferenceStore
@@ -106,7 +107,8 @@ def simulate(truths: list[list[float]], seeds: int, checks: list[int]) -> list[d
                         sep = r.separated()
                         a[0] += sep
                         a[1] += sep and r.order() != best_first and len(set(truth)) == len(truth)
-                        a[2] += int(((r.low <= t) & (t <= r.high)).sum())
+                        tc = t - t @ reference_weights(r.games)  # the truth on the ratings' reference
+                        a[2] += int(((r.low <= tc) & (tc <= r.high)).sum())
                         a[3] += len(t)
             for c, a in acc.items():
                 rows.append({"truth": truth, "scheme": scheme, "comparisons": c, "seeds": seeds, "separated": a[0],
@@ -126,10 +128,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "results/rate")
     ap.add_argument("--simulate", action="store_true",
                     help="instead: interval coverage on simulated judgments from known ratings (no agents)")
+    ap.add_argument("--truths", nargs="+", default=["0,0,0", "0,0.3,0.6", "0,0.7,3"],
+                    help="with --simulate: true ratings, comma-separated, one setting per argument")
     args = ap.parse_args()
     set_torch_threads(1)
     if args.simulate:
-        rows = simulate([[0.0, 0.0, 0.0], [0.0, 0.3, 0.6], [0.0, 0.7, 3.0]], len(args.seeds), [30, 60, 120])
+        truths = [[float(x) for x in t.split(",")] for t in args.truths]
+        rows = simulate(truths, len(args.seeds), [30, 60, 120])
         md = ["| true ratings | pairs | comparisons | coverage of 90% intervals | separated | separated, wrong order |",
               "|---|---|---|---|---|---|"]
         md += [f"| {r['truth']} | {r['scheme']} | {r['comparisons']} | {r['coverage']:.2f} | {r['separated']}/{r['seeds']} "

@@ -119,6 +119,21 @@ def test_disjoint_intervals_are_not_enough_when_the_difference_is_uncertain():
     assert r.uncertainty(0, 1) > 0 and not r.separated()
 
 
+def test_a_rarely_played_policy_does_not_widen_the_others_intervals():
+    """Ratings sit on the games-weighted mean: a far-off policy with a handful of games has a wide
+    interval of its own, and the well-measured pair keeps the intervals it has without it."""
+    rng = np.random.default_rng(0)
+    n = 200
+    ab = (rng.random(n) < 0.6).astype(float)
+    two = rate(np.zeros(n, int), np.ones(n, int), ab, names=["a", "b"], rng=np.random.default_rng(1))
+    left = np.r_[np.zeros(n, int), [2] * 4, [2] * 4]
+    right = np.r_[np.ones(n, int), [0] * 4, [1] * 4]
+    three = rate(left, right, np.r_[ab, np.ones(8)], names=["a", "b", "c"], rng=np.random.default_rng(1))
+    width = lambda r, i: r.high[i] - r.low[i]  # noqa: E731
+    assert width(three, 0) < 1.25 * width(two, 0) and width(three, 1) < 1.25 * width(two, 1)
+    assert width(three, 2) > 2 * width(three, 0)
+
+
 def test_adaptive_keeps_playing_every_pair():
     """However clear a pair looks, it gets its share: at least sqrt(N / pairs) of N games."""
     k = 3
