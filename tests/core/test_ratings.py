@@ -129,7 +129,10 @@ def test_a_rarely_played_policy_does_not_widen_the_others_intervals():
     left = np.r_[np.zeros(n, int), [2] * 4, [2] * 4]
     right = np.r_[np.ones(n, int), [0] * 4, [1] * 4]
     three = rate(left, right, np.r_[ab, np.ones(8)], names=["a", "b", "c"], rng=np.random.default_rng(1))
-    width = lambda r, i: r.high[i] - r.low[i]  # noqa: E731
+
+    def width(r: Ratings, i: int) -> float:
+        return float(r.high[i] - r.low[i])
+
     assert width(three, 0) < 1.25 * width(two, 0) and width(three, 1) < 1.25 * width(two, 1)
     assert width(three, 2) > 2 * width(three, 0)
 
