@@ -6,7 +6,8 @@ wall time is its own), with the same env steps and seed:
 - ``pebble``: ``prefrl train --task TASK-sac`` (SAC, unsupervised pre-training, relabeled
   replay buffer, synthetic labels),
 - ``sac-true``: the same preset with ``--reward true`` (SAC on the true reward, no pre-training),
-- ``ppo``: ``prefrl train --task TASK`` (Christiano et al. 2017 PPO) with the same label budget.
+- ``ppo``: ``prefrl train --task TASK`` (Christiano et al. 2017 PPO) with the same label budget, at
+  ``--ppo-steps`` env steps (the issue's comparison: PPO at 1M steps against PEBBLE at 100k).
 
 Reports per task the final deterministic evaluation (true return, mean over seeds, 10 episodes
 each), the mean true return of the last training episodes, labels and wall time per arm, as a
@@ -14,7 +15,8 @@ Markdown table (OUT/table.md, OUT/results.json) and a plot of true return vs env
 (OUT/bench_pebble.png).
 
     # the PEBBLE-scale benchmark (about 25 min per SAC run here: ~70 SAC steps/s)
-    nice -n 10 python scripts/bench_pebble.py --tasks half-cheetah --steps 100000 --seeds 0 1 --labels 700
+    nice -n 10 python scripts/bench_pebble.py --tasks half-cheetah --steps 100000 --seeds 0 1 --labels 700 \
+        --ppo-steps 1000000
     # a small InvertedPendulum check
     nice -n 10 python scripts/bench_pebble.py --tasks inverted-pendulum --steps 25000 --seeds 0 --labels 200
 
@@ -83,30 +85,41 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--labels", type=int, default=700, help="label budget of both learned-reward arms")
+    ap.add_argument("--ppo-steps", type=int, default=None,
+                    help="env steps of the PPO arm (default: --steps; the PEBBLE paper's comparison: 1000000)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     ap.add_argument("--eval-episodes", type=int, default=10)
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: tabulate and plot the finished runs in OUT (an arm's missing seeds are left out)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out" / "pebble")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     rows = []
     for task in args.tasks:
-        res = {arm: [run_arm(task, arm, s, args.steps, args.labels, args.out, args.eval_episodes) for s in args.seeds]
-               for arm in args.arms}
+        if args.report_only:
+            res = {arm: [RunDir(args.out / f"{task}-{arm}-s{s}").read_summary() for s in args.seeds
+                         if RunDir(args.out / f"{task}-{arm}-s{s}").summary.exists()] for arm in args.arms}
+            res = {arm: sums for arm, sums in res.items() if sums}
+        else:
+            res = {arm: [run_arm(task, arm, s, _arm_steps(args, arm), args.labels, args.out, args.eval_episodes)
+                         for s in args.seeds] for arm in args.arms}
         for arm, sums in res.items():
             ev, ev_sd = _mean_sd([r.get("eval_return_mean") for r in sums])
             tr, _ = _mean_sd([r.get("true_return_mean") for r in sums])
             wall, _ = _mean_sd([r.get("wall_s") for r in sums])
-            rows.append({"task": task, "arm": arm, "steps": args.steps, "seeds": len(args.seeds),
+            steps = _arm_steps(args, arm)
+            rows.append({"task": task, "arm": arm, "steps": steps, "seeds": len(sums),
                          "labels": int(np.mean([r.get("labels", 0) for r in sums])),
                          "eval_return": ev, "eval_sd": ev_sd, "per_seed_eval": [r.get("eval_return_mean") for r in sums],
                          "train_return": tr, "wall_s": wall,
-                         "steps_per_s": args.steps / wall if wall == wall and wall > 0 else float("nan")})
+                         "steps_per_s": steps / wall if wall == wall and wall > 0 else float("nan")})
             print(json.dumps(rows[-1]), flush=True)
 
     lines = [
         f"Command: `python scripts/bench_pebble.py --tasks {' '.join(args.tasks)} --steps {args.steps} "
-        f"--labels {args.labels} --seeds {' '.join(map(str, args.seeds))}`",
+        f"--labels {args.labels} --seeds {' '.join(map(str, args.seeds))}"
+        + (f" --ppo-steps {args.ppo_steps}`" if args.ppo_steps else "`"),
         "",
         "| task | arm | env steps | labels | seeds | eval true return (mean +- sd over seeds) | per seed | "
         "last train episodes | wall s per run | env steps/s |",
@@ -127,6 +140,10 @@ def main() -> None:
         print(f"plot failed: {e}")
 
 
+def _arm_steps(args, arm: str) -> int:
+    return args.ppo_steps if arm == "ppo" and args.ppo_steps else args.steps
+
+
 def _plot(args) -> None:
     import matplotlib
 
@@ -138,10 +155,15 @@ def _plot(args) -> None:
     fig, axes = plt.subplots(1, len(args.tasks), figsize=(5.5 * len(args.tasks), 3.8), dpi=100, squeeze=False)
     for ax, task in zip(axes[0], args.tasks):
         for c, arm in enumerate(args.arms):
-            for s in args.seeds:
+            seeds = [s for s in args.seeds if RunDir(args.out / f"{task}-{arm}-s{s}").summary.exists()]
+            for s in seeds:
                 p = read_progress(RunDir(args.out / f"{task}-{arm}-s{s}").progress)
-                ax.plot(p["timesteps"], p["true_return_mean"], color=f"C{c}", alpha=0.85,
-                        label=ARM_LABELS[arm] if s == args.seeds[0] else None)
+                label = ARM_LABELS[arm] if s == seeds[0] else None
+                if _arm_steps(args, arm) > args.steps:  # a longer run (PPO at 1M): its final level as a line
+                    ax.axhline(p["true_return_mean"][-1], color=f"C{c}", ls="--", lw=1,
+                               label=f"{label}, end of {_arm_steps(args, arm):,} steps" if label else None)
+                    continue
+                ax.plot(p["timesteps"], p["true_return_mean"], color=f"C{c}", alpha=0.85, label=label)
         sac_preset = TASKS[task][0]
         from prefrl.control.tasks import load_task
 
