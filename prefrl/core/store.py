@@ -261,7 +261,7 @@ class PreferenceStore:
         self.readonly = readonly
         self.session = uuid.uuid4().hex
         self._lock = threading.RLock()
-        self._cache: OrderedDict[int, Clips] = OrderedDict()  # least recently used first
+        self._cache: OrderedDict[int, _CachedClip] = OrderedDict()  # least recently used first
         self.cache_nbytes = 0
         """Bytes of clip arrays held in the cache now (never above ``cache_bytes``)."""
         self.cache_bytes: int | None = None
@@ -515,25 +515,26 @@ class PreferenceStore:
             return
         while self._cache and self.cache_nbytes + room > self.cache_bytes:
             _, old = self._cache.popitem(last=False)
-            self.cache_nbytes -= _clip_nbytes(old)
+            self.cache_nbytes -= old.nbytes
 
     def _cache_put(self, cid: int, clip: Clips) -> None:
-        nbytes = _clip_nbytes(clip)
-        if self.cache_bytes is not None and nbytes > self.cache_bytes:
+        packed = _CachedClip.pack(clip)
+        if self.cache_bytes is not None and packed.nbytes > self.cache_bytes:
             return  # larger than the whole cache: read from disk each time
         with self._lock:
             if cid in self._cache:
                 return
-            self._evict(nbytes)
-            self._cache[cid] = clip
-            self.cache_nbytes += nbytes
+            self._evict(packed.nbytes)
+            self._cache[cid] = packed
+            self.cache_nbytes += packed.nbytes
 
     def _cache_get(self, cid: int) -> Clips | None:
         with self._lock:
-            clip = self._cache.get(cid)
-            if clip is not None:
-                self._cache.move_to_end(cid)
-            return clip
+            packed = self._cache.get(cid)
+            if packed is None:
+                return None
+            self._cache.move_to_end(cid)
+        return packed.unpack()
 
     # ---- clips -------------------------------------------------------------------------
     def _clip_path(self, clip_id: int, frames: bool = False) -> Path:
@@ -1189,8 +1190,36 @@ class StoredClips:
         return {"obs": self.obs, "acts": self.acts}
 
 
-def _clip_nbytes(clip: Clips) -> int:
-    return sum(a.nbytes for a in (clip.obs, clip.acts, clip.true_rew) if a is not None)
+@dataclass(frozen=True)
+class _CachedClip:
+    """One clip as the cache holds it. Stacked frames (step t+1's stack is step t's shifted by one
+    frame, as Atari's ``FrameStackObservation`` makes them) are kept once: T + K - 1 frames instead
+    of T x K (3.6x less for 25 steps of 4 frames); any other observation is kept as it is."""
+
+    obs: np.ndarray
+    """(1, T, ...) observations, or (T + K - 1, ...) distinct frames when ``stack`` = K > 0."""
+    stack: int
+    acts: np.ndarray
+    true_rew: np.ndarray | None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.obs, self.acts, self.true_rew) if a is not None)
+
+    @staticmethod
+    def pack(clip: Clips) -> _CachedClip:
+        obs = clip.obs[0]  # (T, ...)
+        if obs.ndim >= 3 and len(obs) > 1 and obs.shape[1] > 1 and np.array_equal(obs[1:, :-1], obs[:-1, 1:]):
+            frames = np.concatenate([obs[0], obs[1:, -1]])  # (K + T - 1, ...)
+            return _CachedClip(frames, obs.shape[1], clip.acts, clip.true_rew)
+        return _CachedClip(clip.obs, 0, clip.acts, clip.true_rew)
+
+    def unpack(self) -> Clips:
+        if not self.stack:
+            return Clips(self.obs, self.acts, self.true_rew)
+        windows = np.lib.stride_tricks.sliding_window_view(self.obs, self.stack, axis=0)  # (T, ..., K)
+        obs = np.ascontiguousarray(np.moveaxis(windows, -1, 1))  # (T, K, ...)
+        return Clips(obs[None], self.acts, self.true_rew)
 
 
 def trl_record(prompt: str, left: str, right: str, label: float | None) -> dict:

@@ -21,9 +21,13 @@ def _frames_clips(n: int, seed: int) -> Clips:
     return Clips(obs, acts, rew)
 
 
-def test_cache_never_exceeds_its_cap_and_evicted_clips_reload_equal(tmp_path):
+@pytest.mark.parametrize("stacked", [True, False])
+def test_cache_never_exceeds_its_cap_and_evicted_clips_reload_equal(tmp_path, stacked: bool):
     clips = _frames_clips(12, 0)
-    per_clip = clips.obs[0].nbytes + clips.acts[0].nbytes + clips.true_rew[0].nbytes
+    if not stacked:  # observations that are not frame stacks are cached as they are
+        clips = Clips(clips.obs[:, ::-1].copy(), clips.acts, clips.true_rew)
+    frames = (10 + 3) * 16 * 16 if stacked else clips.obs[0].nbytes  # a stack's frames are cached once
+    per_clip = frames + clips.acts[0].nbytes + clips.true_rew[0].nbytes
     cap_mib = 3.5 * per_clip / 2**20  # room for 3 clips
     with PreferenceStore(tmp_path, cache_mib=cap_mib) as store:
         ids = store.add_clips(clips)
@@ -37,8 +41,7 @@ def test_cache_never_exceeds_its_cap_and_evicted_clips_reload_equal(tmp_path):
             np.testing.assert_array_equal(got.acts, clips.acts[pick])
             np.testing.assert_array_equal(got.true_rew, clips.true_rew[pick])
             assert store.cache_nbytes <= store.cache_bytes
-            assert store.cache_nbytes == sum(c.obs.nbytes + c.acts.nbytes + c.true_rew.nbytes
-                                             for c in store._cache.values())
+            assert store.cache_nbytes == sum(c.nbytes for c in store._cache.values())
         assert store.cache_loads > loads  # evicted clips were read back from their files
         # least recently used goes first: touch clip 0, load two others, clip 0 is still cached
         store.load_clips([ids[0]])
