@@ -308,6 +308,26 @@ def table(args: argparse.Namespace, summary: dict, heldout: dict) -> str:
     return "\n".join(lines)
 
 
+def status(args: argparse.Namespace, rd: RunDir) -> str:
+    """Where a running or stopped benchmark is: each arm's latest progress row and the curves so far."""
+    from prefrl.viz import read_progress
+
+    plot(rd, args.out / "curves.png")
+    lines = [f"Status of `{rd.path.name}` (curves so far: `curves.png`)", "",
+             "| arm | agent steps | labels | true score, last 100 games | reward-model Pearson r (pool) | wall s | state |",
+             "|---|---|---|---|---|---|---|"]
+    for name, run in (("learned reward (synthetic oracle)", rd), ("true reward", rd.baseline)):
+        p = read_progress(run.progress) if run.progress.exists() else None
+        state = "finished" if run.summary.exists() else ("started" if run.config.exists() else "not started")
+        if not p or not len(p["timesteps"]):
+            lines.append(f"| {name} | 0 | | | | | {state} |")
+            continue
+        last = {k: v[-1] for k, v in p.items()}
+        lines.append(f"| {name} | {int(last['timesteps']):,} | {int(last['labels'])} | {_f(last['true_return_mean'])} | "
+                     f"{_f(last['reward_corr'])} | {_f(last['wall_s'], 0)} | {state} |")
+    return "\n".join(lines)
+
+
 def _f(x, nd: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and np.isnan(x)) else f"{x:.{nd}f}"
 
@@ -326,11 +346,18 @@ def main() -> None:
     ap.add_argument("--videos", type=Path, default=ROOT / "videos")
     ap.add_argument("--parallel", action="store_true",
                     help="run the two arms at the same time (two processes) instead of one after the other")
+    ap.add_argument("--status", action="store_true",
+                    help="only report where the benchmark's runs are (latest progress rows, curves so far)")
     ap.add_argument("--overhead", action="store_true", help="time both arms at once (wall, CPU, peak RSS), nothing else")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.overhead:
         overhead(args)
+        return
+    if args.status:
+        md = status(args, RunDir(args.out / f"{args.task}-{args.steps}-{args.labels}-s{args.seed}"))
+        (args.out / "status.md").write_text(md + "\n")
+        print(md)
         return
     rd = RunDir(args.out / f"{args.task}-{args.steps}-{args.labels}-s{args.seed}")
 
