@@ -452,7 +452,10 @@ def run_rating(
         if stop_when_separated and ratings.separated():
             break
         waiting = oracle.outstanding()
-        todo = min(batch - waiting, comparisons - n - waiting)
+        # Counted after `waiting`: a pair judged in between counts twice (asks less now, the rest next
+        # round), never not at all (a person judging while this runs never pushes it past `comparisons`).
+        judged = len(judgments_between(store, plan)[2])
+        todo = min(batch - waiting, comparisons - judged - waiting)
         if todo <= 0 and waiting == 0:
             break
         if todo > 0:
@@ -475,6 +478,8 @@ def run_rating(
         ratings, n = fit()
         if on_progress is not None:
             on_progress(ratings, n)
+    if n != len(judgments_between(store, plan)[2]):  # judged by people after the last fit
+        ratings, n = fit()
     return ratings
 
 
