@@ -24,6 +24,24 @@ from prefrl.core.rundir import RunDir
 from prefrl.core.types import PrefrlError
 
 
+def play_clips(run_dir: str | Path, n: int, frames: bool = False, deterministic: bool = False,
+               seed_offset: int = 30_000) -> tuple[ClipCollector, int]:
+    """The run's saved agent plays on a fresh env seed until ``n`` clips (the task's clip length)
+    are cut or ``50 * n`` clips' worth of steps have passed; returns the collector and that step limit."""
+    collector = ClipCollector(1, clip_length(load_run_config(run_dir).task), n, keep_frames=frames)  # one env
+    _, env, model = open_agent(run_dir, seed_offset=seed_offset, render=frames,
+                               wrap=lambda venv: LearnedRewardVecEnv(venv, None, collector))
+    obs = env.reset()
+    limit = 50 * n * collector.clip_length
+    for _ in range(limit):
+        if collector.total_clips >= n:
+            break
+        action, _ = model.predict(obs, deterministic=deterministic)
+        obs, _, _, _ = env.step(action)
+    env.close()
+    return collector, limit
+
+
 def reward_check(run_dir: str | Path, n_clips: int = 200, n_pairs: int = 2000, seed_offset: int = 30_000) -> dict:
     """Pairwise accuracy and rank correlation of the run's reward model on fresh on-policy clips.
 
@@ -33,17 +51,7 @@ def reward_check(run_dir: str | Path, n_clips: int = 200, n_pairs: int = 2000, s
     rd = RunDir(run_dir)
     if not rd.reward_model.is_file():
         raise PrefrlError(f"{rd.path}: no {RunDir.REWARD_MODEL} (a true-reward run has no reward model to check)")
-    collector = ClipCollector(1, clip_length(load_run_config(rd.path).task), n_clips)  # open_agent: one env
-    _, env, model = open_agent(rd.path, seed_offset=seed_offset,
-                               wrap=lambda venv: LearnedRewardVecEnv(venv, None, collector))
-    obs = env.reset()
-    limit = 50 * n_clips * collector.clip_length
-    for _ in range(limit):
-        if collector.total_clips >= n_clips:
-            break
-        action, _ = model.predict(obs, deterministic=False)
-        obs, _, _, _ = env.step(action)
-    env.close()
+    collector, limit = play_clips(rd.path, n_clips, seed_offset=seed_offset)
     if len(collector) < 2:
         raise PrefrlError(f"{rd.path}: the agent produced fewer than 2 clips in {limit} steps")
     clips = collector.clips()

@@ -148,21 +148,9 @@ class RateCommand(RatingFlags):
 
 def agent_clips(run_dir: Path, n: int, frames: bool = False, deterministic: bool = False, seed_offset: int = 40_000) -> Clips:
     """``n`` clips (the task's clip length) of the run's saved agent playing on a fresh env seed."""
-    from prefrl.control.config import clip_length, load_run_config
-    from prefrl.control.evaluate import open_agent
-    from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv
+    from prefrl.control.diagnose import play_clips
 
-    collector = ClipCollector(1, clip_length(load_run_config(run_dir).task), n, keep_frames=frames)
-    _, env, model = open_agent(run_dir, seed_offset=seed_offset, render=frames,
-                               wrap=lambda venv: LearnedRewardVecEnv(venv, None, collector))
-    obs = env.reset()
-    limit = 50 * n * collector.clip_length
-    for _ in range(limit):
-        if collector.total_clips >= n:
-            break
-        action, _ = model.predict(obs, deterministic=deterministic)
-        obs, _, _, _ = env.step(action)
-    env.close()
+    collector, limit = play_clips(run_dir, n, frames=frames, deterministic=deterministic, seed_offset=seed_offset)
     if collector.total_clips < n:
         raise PrefrlError(f"{run_dir}: the agent produced {collector.total_clips} of {n} clips in {limit} steps")
     return collector.clips()
