@@ -99,11 +99,29 @@ def train(args: argparse.Namespace, rd: RunDir) -> dict:
     return rd.read_summary()
 
 
+def _overhead_run(args: argparse.Namespace, arm: str) -> Path:
+    return args.out / f"overhead-{args.task}-{args.steps}-{arm}-s{args.seed}"
+
+
+def overhead_quality(args: argparse.Namespace) -> dict:
+    """Held-out quality of the learned arm's final reward model (not timed): ``score_held_out``'s rank
+    metrics on ``--heldout-clips`` fresh clips of a random policy and of the learned arm's agent."""
+    cfg, length, ens, model = _load_run(RunDir(_overhead_run(args, "learned")))
+    return score_held_out(args, cfg, ens, model, length)[0]
+
+
 def overhead(args: argparse.Namespace) -> dict:
-    """Both arms at once, each timed by ``wait4``: wall, CPU and peak RSS, and learned / true ratios."""
+    """Both arms at once, each timed by ``wait4``: wall, CPU and peak RSS, and learned / true ratios;
+    then (``--heldout-clips`` > 0) the learned arm's reward model scored on held-out clips.
+    ``--score-only`` scores the runs already in OUT again (adds the quality to ``overhead.json``)."""
+    if args.score_only:
+        out = json.loads((args.out / "overhead.json").read_text())
+        out["heldout"] = overhead_quality(args)
+        _write_overhead(args, out)
+        return out
     procs = {}
     for arm in ("learned", "true"):
-        run = args.out / f"overhead-{args.task}-{args.steps}-{arm}-s{args.seed}"
+        run = _overhead_run(args, arm)
         if run.exists():
             import shutil
 
@@ -133,6 +151,15 @@ def overhead(args: argparse.Namespace) -> dict:
     for key in ("wall_s", "cpu_s", "sys_s", "peak_rss_mb"):
         out[f"{key}_ratio"] = round(out["learned"][key] / max(out["true"][key], 1e-9), 2)
     write_json_atomic(args.out / "overhead.json", out)
+    if args.heldout_clips > 0:
+        out["heldout"] = overhead_quality(args)
+    _write_overhead(args, out)
+    return out
+
+
+def _write_overhead(args: argparse.Namespace, out: dict) -> None:
+    """``OUT/overhead.json`` and ``OUT/overhead.md`` (the table, and the held-out quality when measured)."""
+    write_json_atomic(args.out / "overhead.json", out)
     lines = [f"Command: `python scripts/bench_atari.py --overhead --task {args.task} --steps {args.steps} "
              f"--labels {args.labels} --seed {args.seed}`", "",
              "| arm | wall s | user s | system s | CPU s | peak RSS MB |", "|---|---|---|---|---|---|"]
@@ -141,9 +168,15 @@ def overhead(args: argparse.Namespace) -> dict:
         lines.append(f"| {arm} reward | {a['wall_s']} | {a['user_s']} | {a['sys_s']} | {a['cpu_s']} | {a['peak_rss_mb']} |")
     lines.append(f"| learned / true | {out['wall_s_ratio']}x | | {out['sys_s_ratio']}x | {out['cpu_s_ratio']}x | "
                  f"{out['peak_rss_mb_ratio']}x |")
+    if "heldout" in out:
+        lines += ["", "Learned arm's final reward model on held-out clips:", "",
+                  "| held-out clips | n | Spearman | Pearson | accuracy on pairs with different returns |",
+                  "|---|---|---|---|---|"]
+        for name, m in out["heldout"].items():
+            lines.append(f"| {name} | {m['clips']} | {_f(m['spearman'])} | {_f(m['pearson'])} | "
+                         f"{_f(m['pair_accuracy'])} ({m['strict_pairs']:,} pairs) |")
     (args.out / "overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return out
 
 
 def collect_clips(cfg, policy, n_clips: int, length: int, seed: int, keep_frames: bool = False, record: int = 0):
@@ -187,41 +220,51 @@ def rank_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
     }
 
 
-def held_out(args: argparse.Namespace, rd: RunDir) -> dict:
-    """Score the final reward model on fresh clips; write pair and agent videos."""
-    from prefrl.core.oracles import make_oracle
-    from prefrl.core.ensemble import RewardEnsemble
-    from prefrl.control.atari import write_pair_video
+def _load_run(rd: RunDir):
+    """(run config, clip length, final reward model, trained PPO agent) of a finished learned-reward run."""
     from prefrl.control.agent import build_ppo, load_agent_checkpoint
     from prefrl.control.config import clip_length, load_run_config
-    from prefrl.viz import write_video
+    from prefrl.control.envs import make_vec_env
+    from prefrl.core.ensemble import RewardEnsemble
     from prefrl.core.utils import set_torch_threads
 
     set_torch_threads()
     cfg = load_run_config(rd.path)
-    length = clip_length(cfg.task)
     ens = RewardEnsemble.load(rd.reward_model)
     ckpt = load_agent_checkpoint(rd.agent)
-    from prefrl.control.envs import make_vec_env
-
     venv = make_vec_env(cfg.task.env, 0)
     model = build_ppo(cfg.task.ppo, venv, cfg.seed)
     model.policy.load_state_dict(ckpt["policy"])
     venv.close()
+    return cfg, clip_length(cfg.task), ens, model
+
+
+def score_held_out(args: argparse.Namespace, cfg, ens, model, length: int, record: int = 0) -> tuple[dict, list]:
+    """Rank metrics of the reward model on fresh clips of a random policy, of the agent and of both
+    (``--heldout-clips`` each), and the agent's first ``record`` RGB frames."""
+    from prefrl.core.types import Clips
 
     out: dict = {}
     seed = 50_000 + args.seed
     random_clips, _ = collect_clips(cfg, None, args.heldout_clips, length, seed)
-    agent_clips, agent_frames = collect_clips(cfg, model, args.heldout_clips, length, seed + 1,
-                                              record=args.agent_video_steps)
+    agent_clips, agent_frames = collect_clips(cfg, model, args.heldout_clips, length, seed + 1, record=record)
     for name, clips in (("random", random_clips), ("agent", agent_clips)):
         pred = ens.predict_clip_returns(clips.model_inputs()).mean(axis=1)
         out[name] = rank_metrics(pred, clips.true_returns())
-    from prefrl.core.types import Clips
-
     both = Clips.concat([random_clips, agent_clips])
     out["all"] = rank_metrics(ens.predict_clip_returns(both.model_inputs()).mean(axis=1), both.true_returns())
-    del random_clips, agent_clips, both
+    return out, agent_frames
+
+
+def held_out(args: argparse.Namespace, rd: RunDir) -> dict:
+    """Score the final reward model on fresh clips; write pair and agent videos."""
+    from prefrl.core.oracles import make_oracle
+    from prefrl.control.atari import write_pair_video
+    from prefrl.viz import write_video
+
+    cfg, length, ens, model = _load_run(rd)
+    seed = 50_000 + args.seed
+    out, agent_frames = score_held_out(args, cfg, ens, model, length, record=args.agent_video_steps)
 
     videos = args.videos
     videos.mkdir(parents=True, exist_ok=True)
@@ -348,7 +391,11 @@ def main() -> None:
                     help="run the two arms at the same time (two processes) instead of one after the other")
     ap.add_argument("--status", action="store_true",
                     help="only report where the benchmark's runs are (latest progress rows, curves so far)")
-    ap.add_argument("--overhead", action="store_true", help="time both arms at once (wall, CPU, peak RSS), nothing else")
+    ap.add_argument("--overhead", action="store_true",
+                    help="time both arms at once (wall, CPU, peak RSS), then score the learned arm's reward model "
+                         "on held-out clips (--heldout-clips 0: not)")
+    ap.add_argument("--score-only", action="store_true",
+                    help="with --overhead: only score the learned arm already in OUT on held-out clips")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.overhead:

@@ -141,8 +141,9 @@ class CNNRewardNet(nn.Module):
         parts = [self._rewards(frames[s : s + c], None if acts is None else acts[s : s + c]) for s in range(0, n, c)]
         return torch.cat(parts).reshape(b, t)  # (B, T)
 
-    INPUT_CHUNK = 256
-    """Frames converted to float at a time for the first convolution (29 MB each on 4x84x84)."""
+    INPUT_CHUNK = 64
+    """Frames converted to float at a time for the first convolution (7 MB each on 4x84x84): as fast
+    as 256 at a time (the conversion is memory-bound either way) and a quarter of the memory."""
 
     def _rewards(self, frames: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
         """(N, *obs_shape) frames and (N, A) encoded actions -> (N,) rewards.

@@ -52,6 +52,10 @@ class RewardTrainConfig:
     """Each member trains on its own bootstrap sample of the training comparisons."""
     split_seed: int = 12345
     """Seed of the train/val split and of the out-of-bag bags (fixed, so they are stable as data grows)."""
+    val_every: int = 1
+    """Validate every this many epochs, and after the last (early stopping counts validations, the
+    best weights are chosen among validated epochs). With the 2 epochs of an Atari refit, validating
+    after each costs as much as a third of the training; 2 validates once per refit."""
     validation: str = "oob"
     """`oob`: every labeled comparison trains; each member validates and early-stops on its own
     out-of-bag comparisons (1/e per member, Christiano et al.'s per-predictor hold-out; needs >= 2
@@ -60,8 +64,8 @@ class RewardTrainConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
             raise PrefrlError(f"`val_fraction` must be in [0, 1), got {self.val_fraction}")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise PrefrlError("`batch_size` and `epochs` must be >= 1")
+        if self.batch_size < 1 or self.epochs < 1 or self.val_every < 1:
+            raise PrefrlError("`batch_size`, `epochs` and `val_every` must be >= 1")
         if self.validation not in ("shared", "oob"):
             raise PrefrlError(f"`validation` must be `shared` or `oob`, got `{self.validation}`")
 
@@ -105,6 +109,13 @@ class RewardTrainer:
     """Clips per forward pass when scoring comparisons without gradients: inputs may be
     ``StoredClipArray`` columns (read from the store when indexed), so only this many are
     in memory at once, and each distinct clip is scored once."""
+    EVAL_BYTES = 24 * 2**20
+    """...and at most this many bytes of them (32 Atari clips of 705.6 KB; small clips: EVAL_CLIPS)."""
+
+    def _eval_clips(self, inputs: ArrayBatch) -> int:
+        """Clips per no-grad forward pass: ``EVAL_CLIPS``, fewer when they exceed ``EVAL_BYTES``."""
+        nbytes = sum(np.asarray(v[:1]).nbytes for v in inputs.values())
+        return max(1, min(self.EVAL_CLIPS, self.EVAL_BYTES // max(nbytes, 1)))
 
     def _prepare(self, inputs: ArrayBatch, comps: Comparisons) -> None:
         """Before a fit: set the input standardisation (if the nets have one) from the labeled clips."""
@@ -117,10 +128,10 @@ class RewardTrainer:
         """Raw clip returns of the left and right clips of ``comps``, no grad, eval mode: (C, M) each,
         or (C,) of one ``member``. Each distinct clip is scored once, ``EVAL_CLIPS`` at a time."""
         used, inv = np.unique(np.concatenate([comps.left, comps.right]), return_inverse=True)
-        out = []
+        out, step = [], self._eval_clips(inputs)
         with self.ensemble.evaluating():
-            for s in range(0, len(used), self.EVAL_CLIPS):
-                batch = self._batch(inputs, used[s : s + self.EVAL_CLIPS])
+            for s in range(0, len(used), step):
+                batch = self._batch(inputs, used[s : s + step])
                 rets = self.ensemble.clip_returns(batch) if member is None else self.ensemble.member_clip_returns(member, batch)
                 out.append(rets.cpu().numpy())
         rets = np.concatenate(out)[inv]
@@ -213,7 +224,7 @@ class RewardTrainer:
         t0, steps_done = time.perf_counter(), 0
         train_loss = float("nan")
         self.ensemble.train()
-        for _epoch in range(epochs):
+        for epoch in range(epochs):
             losses = []
             for i, opt in enumerate(self.optimizers):
                 order = boots[i][self.rng.permutation(n)]
@@ -225,7 +236,7 @@ class RewardTrainer:
                     losses.append(loss.item())
                 steps_done += n
             train_loss = float(np.mean(losses))
-            if len(val) == 0:
+            if len(val) == 0 or not self._validates(epoch, epochs):
                 continue
             val_loss = self.evaluate(inputs, val)["loss"]
             if cfg.adaptive_l2:
@@ -275,14 +286,16 @@ class RewardTrainer:
         m_count = self.ensemble.n_members
         best = [float("inf")] * m_count
         best_state: list[dict | None] = [None] * m_count
+        best_eval: list[tuple[float, float, float] | None] = [None] * m_count  # (loss, accuracy, margin) of best_state
         bad_epochs = [0] * m_count
         active = [len(b) > 0 for b in bags]
         last_train = [float("nan")] * m_count
         t0, steps_done = time.perf_counter(), 0
         self.ensemble.train()
-        for _epoch in range(epochs):
+        for epoch in range(epochs):
             if not any(active):
                 break
+            validate = self._validates(epoch, epochs)
             tr, va = [], []
             for i, opt in enumerate(self.optimizers):
                 if not active[i]:
@@ -297,13 +310,14 @@ class RewardTrainer:
                     losses.append(loss.item())
                 steps_done += len(order)
                 last_train[i] = float(np.mean(losses))
-                if len(oobs[i]) == 0:
+                if len(oobs[i]) == 0 or not validate:
                     continue
-                vl = self._member_eval(i, inputs, comps[oobs[i]])[0]
+                ev = self._member_eval(i, inputs, comps[oobs[i]])
+                vl = ev[0]
                 tr.append(last_train[i])
                 va.append(vl)
                 if vl < best[i] - 1e-4:
-                    best[i], bad_epochs[i] = vl, 0
+                    best[i], bad_epochs[i], best_eval[i] = vl, 0, ev
                     best_state[i] = {k: v.clone() for k, v in self.ensemble.members[i].state_dict().items()}
                 else:
                     bad_epochs[i] += 1
@@ -324,12 +338,18 @@ class RewardTrainer:
             "reward/labeled": float(n),
             "reward/comparisons_per_s": steps_done / max(elapsed, 1e-9),
         }
-        evals = [self._member_eval(i, inputs, comps[o]) for i, o in enumerate(oobs) if len(o)]
+        # the kept weights were evaluated when they were validated: the same figures, not scored again
+        evals = [best_eval[i] if best_state[i] is not None and best_eval[i] is not None
+                 else self._member_eval(i, inputs, comps[o]) for i, o in enumerate(oobs) if len(o)]
         if evals:
             metrics["reward/val/loss"] = float(np.mean([e[0] for e in evals]))
             metrics["reward/val/accuracy"] = float(np.nanmean([e[1] for e in evals]))
             metrics["reward/val/margin"] = float(np.nanmean([e[2] for e in evals]))
         return metrics
+
+    def _validates(self, epoch: int, epochs: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) of ``epochs`` ends with a validation (``val_every``, and the last)."""
+        return (epoch + 1) % self.cfg.val_every == 0 or epoch == epochs - 1
 
     def _adapt_l2(self, train_loss: float, val_loss: float) -> None:
         ratio = val_loss / max(train_loss, 1e-8)

@@ -23,7 +23,7 @@ from prefrl.core.engine import EngineReport, LabelingEngine, PrefsConfig
 from prefrl.core.ensemble import RewardEnsemble
 from prefrl.core.monitor import MonitorConfig
 from prefrl.core.oracles import open_oracle
-from prefrl.core.store import PreferenceStore
+from prefrl.core.store import PackedClips, PreferenceStore
 from prefrl.core.toy import toy_clips
 from prefrl.core.trainer import RewardTrainConfig, RewardTrainer
 from prefrl.core.types import Clips, PrefrlError
@@ -105,7 +105,7 @@ def _callback(store: PreferenceStore, budget: int, asked_before: int) -> Monitor
     engine.ask(toy_clips(20, length=8, seed=1), asked_before)
     pref = SimpleNamespace(engine=engine, report=EngineReport(0), collector=SimpleNamespace(total_clips=0))
     cb = MonitorCallback(MonitorConfig(on_alarm="ask", ask_labels=10), pref)  # type: ignore[arg-type]
-    cb.window = [toy_clips(30, length=8, seed=2)]  # the newest (flagged) clips
+    cb.window = [PackedClips(toy_clips(30, length=8, seed=2))]  # the newest (flagged) clips
     return cb
 
 
@@ -116,7 +116,7 @@ def test_ask_brings_labels_forward_on_the_flagged_clips(tmp_path: Path, budget: 
         cb._react(1000)
         assert cb.summary()["extra_labels_asked"] == extra
         assert store.count_judgments() == asked_before + extra <= budget  # never past the budget
-        flagged = {tuple(np.round(c, 5).ravel()) for c in cb.window[0].obs}
+        flagged = {tuple(np.round(c, 5).ravel()) for c in cb.window[0].clips().obs}
         new = store.load_clips(store.clip_ids()[-1:]).obs[0]
         assert extra == 0 or tuple(np.round(new, 5).ravel()) in flagged  # the extra pairs are over flagged clips
 

@@ -102,3 +102,69 @@ def test_max_labels_keeps_the_newest_labeled_judgments(tmp_path):
         assert len(comps.labeled()) == 3 and len(comps) == 5  # from pair 1 on (pair 0 is the oldest label)
         _, comps, _ = store.training_data(max_labels=100)
         assert len(comps) == 6
+
+
+def test_clip_arrays_equal_load_clips_frames_last_in_memory_and_acts_never_unpack_frames(tmp_path, monkeypatch):
+    """``load_clip_array`` (what a refit minibatch reads): equal to ``load_clips`` for frame stacks, other
+    observations and a mix of both, from the cache or from disk; a stacked batch has the stacking axis
+    innermost in memory (channels-last, what the CNN's convolution reads without a copy); ``acts``
+    and ``true_rew`` never rebuild the observations."""
+    import torch
+
+    from prefrl.core.store import _CachedClip
+
+    stacked = _frames_clips(6, 5)
+    flat = Clips(stacked.obs[:, ::-1].copy(), stacked.acts, stacked.true_rew)  # not frame stacks
+    per_clip = (10 + 3) * 16 * 16 + stacked.acts[0].nbytes + stacked.true_rew[0].nbytes
+    with PreferenceStore(tmp_path, cache_mib=4.5 * per_clip / 2**20) as store:  # some reads come from disk
+        ids = store.add_clips(stacked) + store.add_clips(flat)
+        for pick in ([0, 7, 3, 3, 11], [1, 2, 5], [8, 9], [4]):
+            sel = [ids[k] for k in pick]
+            ref = store.load_clips(sel)
+            for name in ("obs", "acts", "true_rew"):
+                np.testing.assert_array_equal(store.load_clip_array(sel, name), getattr(ref, name))
+        obs = store.load_clip_array(ids[:3] + ids[7:8], "obs")  # three stacks and one other clip
+        assert obs.shape == (4, 10, 4, 16, 16) and obs.strides[2] == 1
+        assert torch.as_tensor(obs).reshape(40, 4, 16, 16).is_contiguous(memory_format=torch.channels_last)
+
+        def no_unpack(self):
+            raise AssertionError("observations were rebuilt to read actions")
+
+        monkeypatch.setattr(_CachedClip, "unpack", no_unpack)
+        np.testing.assert_array_equal(store.load_clip_array(ids, "acts"), np.concatenate([stacked.acts, flat.acts]))
+        np.testing.assert_array_equal(store.load_clip_array(ids[::-1], "true_rew"),
+                                      np.concatenate([stacked.true_rew, flat.true_rew])[::-1])
+
+
+def test_lazy_stacked_training_data_equals_eager(tmp_path):
+    clips = _frames_clips(8, 6)
+    with PreferenceStore(tmp_path, cache_mib=0.01) as store:  # 1 clip fits: nearly every read from disk
+        ids = store.add_clips(clips)
+        for a, b in [(0, 1), (2, 3), (4, 7), (1, 7)]:
+            store.add_judgment(ids[a], ids[b], 1.0, source="synthetic")
+        eager, _, _ = store.training_data()
+        lazy, _, _ = store.training_data(lazy=True)
+        inputs = lazy.model_inputs()
+        for idx in (np.array([5, 0, 3, 3]), slice(1, 4), 2):
+            np.testing.assert_array_equal(inputs["obs"][idx], eager.obs[idx])
+            np.testing.assert_array_equal(inputs["acts"][idx], eager.acts[idx])
+        np.testing.assert_array_equal(np.asarray(inputs["obs"]), eager.obs)
+
+
+def test_packed_clips_give_the_same_clips_back_in_a_third_of_the_memory():
+    from prefrl.core.store import PackedClips
+
+    stacked = _frames_clips(5, 7)
+    flat = Clips(stacked.obs[:, ::-1].copy(), stacked.acts, stacked.true_rew)
+    for clips, smaller in ((stacked, True), (flat, False), (Clips.concat([stacked, flat]), False)):
+        packed = PackedClips(clips)
+        back = packed.clips()
+        assert len(packed) == len(clips)
+        for name in ("obs", "acts", "true_rew"):
+            np.testing.assert_array_equal(getattr(back, name), getattr(clips, name))
+        np.testing.assert_array_equal(packed.true_returns(), clips.true_returns())
+        assert (packed.nbytes < clips.obs.nbytes / 2) == smaller  # only stacks: 13 distinct frames of 40
+    no_rew = PackedClips(Clips(stacked.obs, stacked.acts))
+    assert no_rew.true_rew is None and no_rew.clips().true_rew is None
+    with pytest.raises(PrefrlError, match="true_rew"):
+        no_rew.true_returns()

@@ -14,7 +14,7 @@ from prefrl.core.nets import InputSpec, RewardModelConfig
 from prefrl.core.query import disagreement, random_pairs, select_pairs
 from prefrl.core.trainer import RewardTrainConfig, RewardTrainer, val_mask
 from prefrl.core.toy import toy_clips, toy_dataset
-from prefrl.core.types import Comparisons, PrefrlError
+from prefrl.core.types import Clips, Comparisons, PrefrlError
 
 
 def held_out_pair_accuracy(model: RewardEnsemble, seed: int, n_clips: int = 500, n_pairs: int = 2000) -> float:
@@ -234,3 +234,74 @@ def test_input_normalisation_fast_path_matches_and_survives_save(tmp_path, rng: 
     ck["config_json"] = json.dumps(cfg)
     torch.save(ck, tmp_path / "old.pt")
     assert not RewardEnsemble.load(tmp_path / "old.pt").members[0].normalize_inputs
+
+
+def _stacked_store_data(tmp_path, n_clips: int = 16, n_comps: int = 24, seed: int = 0):
+    """A store of stacked-frame clips (uint8 (T, 4, 16, 16) stacks, like Atari's) with synthetic
+    judgments: a clip's return is its brightness, so a small CNN can learn the preference."""
+    from prefrl.core.store import PreferenceStore
+
+    rng = np.random.default_rng(seed)
+    level = rng.integers(0, 200, n_clips)
+    raw = (rng.integers(0, 50, (n_clips, 9, 16, 16)) + level[:, None, None, None]).astype(np.uint8)
+    obs = np.stack([raw[:, t : t + 4] for t in range(6)], axis=1)  # (n, 6, 4, 16, 16)
+    clips = Clips(obs, np.zeros((n_clips, 6), np.int64), np.repeat(level[:, None] / 6.0, 6, axis=1).astype(np.float32))
+    store = PreferenceStore(tmp_path)
+    ids = store.add_clips(clips)
+    for a, b in random_pairs(n_clips, n_comps, rng):
+        store.add_judgment(ids[a], ids[b], float(level[a] > level[b]), source="synthetic")
+    return store
+
+
+def _cnn_ensemble(seed: int = 0) -> RewardEnsemble:
+    torch.manual_seed(seed)
+    spec = InputSpec(obs_shape=(4, 16, 16), act_shape=(), act_n=6, obs_dtype="uint8")
+    cfg = RewardModelConfig(kind="cnn", hidden=(8,), use_actions=False, dropout=0.0, members=2,
+                            options={"kernels": [4, 3], "strides": [2, 1], "channels": [4, 4]})
+    return RewardEnsemble(spec, cfg)
+
+
+def test_a_refit_on_stored_clips_reads_each_clip_file_once_and_equals_a_fit_on_arrays(tmp_path) -> None:
+    """A fit on lazy store data (minibatches built from the clip cache, frames channels-last in memory)
+    gives the same model as on the same clips in memory, and reads each clip's file at most once
+    however many epochs and members index it."""
+    store = _stacked_store_data(tmp_path)
+    with store:
+        lazy, comps, _ = store.training_data(lazy=True)
+        eager, _, _ = store.training_data()
+        store.set_cache_mib(0)  # empty the cache, then room for every clip
+        store.set_cache_mib(16)
+        cfg = RewardTrainConfig(epochs=3, batch_size=4, lr=1e-2)
+        fits = []
+        for inputs in (lazy.model_inputs(), eager.model_inputs()):
+            model = _cnn_ensemble()
+            loads = store.cache_loads
+            metrics = RewardTrainer(model, cfg, np.random.default_rng(0)).fit(inputs, comps)
+            fits.append((model, metrics, store.cache_loads - loads))
+        (m_lazy, met_lazy, loads_lazy), (m_eager, met_eager, loads_eager) = fits
+        assert loads_lazy == len(lazy) and loads_eager == 0  # each judged clip read from disk once
+        for (k, a), b in zip(m_lazy.state_dict().items(), m_eager.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
+        assert met_lazy["reward/val/loss"] == pytest.approx(met_eager["reward/val/loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("val_every", [1, 2])
+def test_oob_validation_every_n_epochs_and_the_kept_weights_are_not_scored_again(val_every: int, rng) -> None:
+    """``val_every``: out-of-bag validation after every n-th epoch and after the last; the figures of the
+    kept (best) weights are those measured when they were validated, equal to scoring them afresh."""
+    clips, comps = toy_dataset(60, 120, seed=5)
+    model = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=2))
+    trainer = RewardTrainer(model, RewardTrainConfig(epochs=5, patience=10, val_every=val_every), rng)
+    calls = []
+    scored = trainer._member_eval
+    trainer._member_eval = lambda i, inputs, c: calls.append(i) or scored(i, inputs, c)
+    metrics = trainer.fit(clips.model_inputs(), comps)
+    assert len(calls) == 2 * (5 if val_every == 1 else 3)  # epochs 1-5, or 2, 4 and 5; none after the fit
+    fresh = []
+    for i in range(2):
+        counts = np.random.default_rng([trainer.cfg.split_seed, i]).poisson(1.0, size=len(comps))
+        fresh.append(scored(i, clips.model_inputs(), comps[np.flatnonzero(counts == 0)]))
+    assert metrics["reward/val/loss"] == pytest.approx(np.mean([f[0] for f in fresh]), rel=1e-6)
+    assert metrics["reward/val/accuracy"] == pytest.approx(np.mean([f[1] for f in fresh]), rel=1e-6)
+    with pytest.raises(PrefrlError, match="val_every"):
+        RewardTrainConfig(val_every=0)
