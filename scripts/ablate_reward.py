@@ -68,6 +68,11 @@ VARIANTS: dict[str, dict] = {
     "initial-0.5": {"prefs": {"initial_fraction": 0.5}},
     "initial-0.75": {"prefs": {"initial_fraction": 0.75}},
     "no-reward-vecnorm": {"env": {"normalize_reward": False}},
+    "termination-input": {"reward_model": {"termination_input": True}},
+    "no-termination-input": {"reward_model": {"termination_input": False}},
+    "initial-0.25": {"prefs": {"initial_fraction": 0.25}},
+    "initial-1.0": {"prefs": {"initial_fraction": 1.0}},
+    "fit-longer": {"prefs": {"initial_epochs": 200, "reward_epochs": 20}},
 }
 QUICK = {"tasks": ["inverted-pendulum"], "variants": ["default", "shared-val", "raw-inputs", "action-squares",
                                                      "initial-0.5", "query-random", "members-1"],

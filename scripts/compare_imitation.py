@@ -21,7 +21,9 @@ an equal share of the agent's training), its training
 (prefrl: each member validated and early-stopped on its own out-of-bag 1/e, standardised inputs,
 adaptive L2, 40 epochs at first then 5 warm-started;
 imitation: 5 epochs per iteration, x8 on the first), and reward normalisation (prefrl:
-per-member output normalisation; imitation: none beyond VecNormalize).
+per-member output normalisation; imitation: none beyond VecNormalize), and on InvertedPendulum
+prefrl's termination input (its preset's choice: the reward net sees where a fall was hidden;
+imitation's reward net sees (obs, action) only).
 
 imitation 1.0.1 pins gymnasium 0.29 and stable-baselines3 2.2.1, so its side runs in a virtualenv
 of its own that this script creates (default ~/.cache/prefrl/imitation-1.0.1; torch is installed
@@ -91,12 +93,14 @@ class Setting:
     initial_fraction: float = 0.25
     reward_epochs: int = 5
     initial_epochs: int = 40
+    termination_input: bool = False  # prefrl only (its preset's choice): the reward net sees hidden falls
 
 
 TASKS = {
     # 48 PPO rollouts of 1024 steps, 500-step episodes (return up to 500), 1 s clips; imitation
     # trains the agent 24 times (iterations + 1), 2 rollouts each.
-    "inverted-pendulum": Setting("InvertedPendulum-v4", 500, -10.0, 25, 49_152, 175, 1024, iterations=23),
+    "inverted-pendulum": Setting("InvertedPendulum-v4", 500, -10.0, 25, 49_152, 175, 1024, iterations=23,
+                                 termination_input=True),
     # 100 rollouts of 2048 steps, 1000-step episodes, 1.5 s clips; imitation: 50 x 2 rollouts.
     "half-cheetah": Setting("HalfCheetah-v4", 1000, 0.0, 30, 204_800, 700, 2048, iterations=49),
 }
@@ -140,6 +144,7 @@ initial_epochs = {s.initial_epochs}
 kind = "mlp"
 hidden = {list(s.reward_hidden)}
 members = {s.members}
+termination_input = {str(s.termination_input).lower()}
 
 [reward_train]
 lr = {s.reward_lr}

@@ -25,12 +25,15 @@ from prefrl.core.types import PrefrlError
 
 
 def play_clips(run_dir: str | Path, n: int, frames: bool = False, deterministic: bool = False,
-               seed_offset: int = 30_000) -> tuple[ClipCollector, int]:
+               seed_offset: int = 30_000, termination_input: bool | None = None) -> tuple[ClipCollector, int]:
     """The run's saved agent plays on a fresh env seed until ``n`` clips (the task's clip length)
-    are cut or ``50 * n`` clips' worth of steps have passed; returns the collector and that step limit."""
-    collector = ClipCollector(1, clip_length(load_run_config(run_dir).task), n, keep_frames=frames)  # one env
+    are cut or ``50 * n`` clips' worth of steps have passed; returns the collector and that step limit.
+    The clips hold what a reward model with ``termination_input`` reads (default: the run's own model's)."""
+    task = load_run_config(run_dir).task
+    flag = task.reward_model.termination_input if termination_input is None else termination_input
+    collector = ClipCollector(1, clip_length(task), n, keep_frames=frames)  # one env
     _, env, model = open_agent(run_dir, seed_offset=seed_offset, render=frames,
-                               wrap=lambda venv: LearnedRewardVecEnv(venv, None, collector))
+                               wrap=lambda venv: LearnedRewardVecEnv(venv, None, collector, termination_input=flag))
     obs = env.reset()
     limit = 50 * n * collector.clip_length
     for _ in range(limit):
@@ -51,11 +54,11 @@ def reward_check(run_dir: str | Path, n_clips: int = 200, n_pairs: int = 2000, s
     rd = RunDir(run_dir)
     if not rd.reward_model.is_file():
         raise PrefrlError(f"{rd.path}: no {RunDir.REWARD_MODEL} (a true-reward run has no reward model to check)")
-    collector, limit = play_clips(rd.path, n_clips, seed_offset=seed_offset)
+    ens = RewardEnsemble.load(rd.reward_model)
+    collector, limit = play_clips(rd.path, n_clips, seed_offset=seed_offset, termination_input=ens.cfg.termination_input)
     if len(collector) < 2:
         raise PrefrlError(f"{rd.path}: the agent produced fewer than 2 clips in {limit} steps")
     clips = collector.clips()
-    ens = RewardEnsemble.load(rd.reward_model)
     pred = ens.predict_clip_returns(clips.model_inputs(), normalised=False).mean(axis=1)
     true = clips.true_returns()
     pairs = random_pairs(len(clips), n_pairs, np.random.default_rng(seed_offset))

@@ -27,6 +27,18 @@ RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """(obs (B, *obs_shape), acts (B, *act_shape)) -> rewards (B,) float32."""
 
 
+def with_termination_flag(obs: np.ndarray, terminated: np.ndarray) -> np.ndarray:
+    """The reward model's observation with a termination input: (B, *obs_shape) -> (B, D + 1)
+    float32, the flattened observation followed by 1.0 where the step's termination was hidden."""
+    obs = np.asarray(obs, np.float32).reshape(len(obs), -1)
+    return np.concatenate([obs, np.asarray(terminated, np.float32).reshape(-1, 1)], axis=1)
+
+
+def hidden_terminations(infos: list[dict]) -> np.ndarray:
+    """(B,) bool: the steps whose termination a wrapper hid (``info["terminated_hidden"]``)."""
+    return np.array([bool(info.get("terminated_hidden", False)) for info in infos])
+
+
 class ClipCollector:
     """Cuts per-env step streams into non-overlapping clips kept in a ring-buffer pool.
 
@@ -124,16 +136,21 @@ class LearnedRewardVecEnv(VecEnvWrapper):
             same code path).
         collector: where steps are cut into clips, or None.
 
+        termination_input: the reward model's observation (what it is scored on, and what the
+            collector's clips hold) is the flattened observation plus a 0/1 feature that is 1 at steps
+            whose termination was hidden (``RewardModelConfig.termination_input``).
+
     Note:
         ``info["true_reward"]`` holds the env reward of every step; ``info["learned_reward"]``
         the prediction. The reward model sees the observation the action was taken in.
     """
 
     def __init__(self, venv: VecEnv, reward_fn: RewardFn | None, collector: ClipCollector | None = None,
-                 defer: bool = False):
+                 defer: bool = False, termination_input: bool = False):
         super().__init__(venv)
         self.reward_fn = reward_fn
         self.defer = defer
+        self.termination_input = termination_input
         self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (obs, acts, dones) of unscored steps
         self.collector = collector
         self._last_obs: np.ndarray | None = None
@@ -162,6 +179,8 @@ class LearnedRewardVecEnv(VecEnvWrapper):
         obs, true_rews, dones, infos = self.venv.step_wait()
         prev = self._last_obs
         assert prev is not None and self._actions is not None, "step before reset"
+        if self.termination_input:
+            prev = with_termination_flag(prev, hidden_terminations(infos))
         deferred = self.defer and self.reward_fn is not None
         if self.reward_fn is None:
             rews = np.asarray(true_rews, np.float32)

@@ -49,7 +49,8 @@ from prefrl.control.evaluate import finish_arm
 from prefrl.control.callbacks import PROGRESS_FIELDS, PreferenceCallback, ProgressBar, ProgressCallback, WallClock, rollout_total
 from prefrl.control.config import RunConfig, clip_length
 from prefrl.control.envs import make_vec_env
-from prefrl.control.reward_wrapper import ClipCollector, LearnedRewardVecEnv, RewardFn
+from prefrl.control.reward_wrapper import (ClipCollector, LearnedRewardVecEnv, RewardFn, hidden_terminations,
+                                           with_termination_flag)
 from prefrl.control.tasks import SACConfig
 from prefrl.core.engine import EngineReport, LabelingEngine
 from prefrl.core.rundir import ProgressLog, RunDir
@@ -141,16 +142,21 @@ class PebbleReplayBuffer(ReplayBuffer):
     state-entropy reward instead of the stored one).
 
     ``true_rewards[i, e]`` is ``infos[e]["true_reward"]`` of the step stored at row i (the env
-    reward when the wrapper gave none); the agent never trains on it.
+    reward when the wrapper gave none); the agent never trains on it. ``terminations[i, e]`` is 1
+    where that step's termination was hidden: with ``termination_input`` on, relabeling scores
+    the observation with that flag, as the reward model saw the step online.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.true_rewards = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
+        self.terminations = np.zeros((self.buffer_size, self.n_envs), dtype=np.float32)
+        self.termination_input = False
         self.intrinsic: StateEntropyReward | None = None
 
     def add(self, obs, next_obs, action, reward, done, infos) -> None:  # type: ignore[override]
         self.true_rewards[self.pos] = [float(info.get("true_reward", r)) for info, r in zip(infos, np.ravel(reward))]
+        self.terminations[self.pos] = hidden_terminations(infos)
         super().add(obs, next_obs, action, reward, done, infos)
 
     def _get_samples(self, batch_inds: np.ndarray, env=None):  # type: ignore[override]
@@ -169,15 +175,19 @@ class PebbleReplayBuffer(ReplayBuffer):
         n = filled(self)
         obs = self.observations[:n].reshape(n * self.n_envs, *self.obs_shape)
         acts = self.actions[:n].reshape(n * self.n_envs, self.action_dim)
+        flags = self.terminations[:n].reshape(n * self.n_envs)
         out = self.rewards[:n].reshape(n * self.n_envs)  # a view: written in place
         for s in range(0, len(obs), chunk):
-            a = acts[s : s + chunk]
-            out[s : s + chunk] = reward_fn(obs[s : s + chunk], unscale(a) if unscale is not None else a)
+            a, o = acts[s : s + chunk], obs[s : s + chunk]
+            if self.termination_input:
+                o = with_termination_flag(o, flags[s : s + chunk])
+            out[s : s + chunk] = reward_fn(o, unscale(a) if unscale is not None else a)
         self.rewards[:n] = out.reshape(n, self.n_envs)
         return n * self.n_envs
 
     # checkpoint
-    _ARRAYS = ("observations", "next_observations", "actions", "rewards", "true_rewards", "dones", "timeouts")
+    _ARRAYS = ("observations", "next_observations", "actions", "rewards", "true_rewards", "terminations", "dones",
+               "timeouts")
 
     def save_npz(self, path: Path) -> None:
         """The filled part as plain arrays (no pickles), written atomically."""
@@ -368,7 +378,8 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
     mib = task.prefs.pool_mib
     collector = ClipCollector(venv.num_envs, length, task.prefs.pool_size, cfg.keep_frames,
                               max_bytes=None if mib is None else int(mib * 2**20)) if learned else None
-    wrapper = LearnedRewardVecEnv(venv, None, collector)
+    flag = learned and task.reward_model.termination_input
+    wrapper = LearnedRewardVecEnv(venv, None, collector, termination_input=flag)
     env = wrap_normalize(task.env, wrapper, sac.gamma)
     model = build_sac(sac, env, cfg.seed, str(rd.tb), replay_buffer_class=PebbleReplayBuffer)
     buffer: PebbleReplayBuffer = model.replay_buffer  # type: ignore[assignment]
@@ -395,6 +406,7 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
     callback: ProgressCallback
     if learned:
         store, engine = open_engine(cfg, rd, venv, rng, resume)
+        wrapper.termination_input = buffer.termination_input = engine.ensemble.cfg.termination_input
         pretrained = bool(phase.get("pretrained")) or cfg.reward_model is not None
         if pretrained:
             if cfg.reward_model is None:

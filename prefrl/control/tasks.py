@@ -223,6 +223,9 @@ class TaskConfig:
             raise PrefrlError(f"`steps` must be an integer >= 1, got {self.steps!r}")
         if self.algo not in ALGOS:
             raise PrefrlError(f"`algo` must be one of {', '.join(ALGOS)}, got {self.algo!r}")
+        if self.reward_model.termination_input and self.env.episode == "terminate":
+            raise PrefrlError("[reward_model] termination_input marks the terminations a wrapper hides; with "
+                              '[env] episode = "terminate" none are hidden (use "fixed" or "truncate")')
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -32,13 +32,18 @@ from prefrl.core.types import PrefrlError
 from prefrl.core.utils import seed_everything, set_torch_threads
 
 
-def input_spec_for(venv) -> InputSpec:
+def input_spec_for(venv, termination_input: bool = False) -> InputSpec:
+    """What the reward model reads from ``venv``'s steps (with ``termination_input``: the flattened
+    observation and the termination flag, ``reward_wrapper.with_termination_flag``)."""
     import gymnasium as gym
 
     obs_space, act_space = venv.observation_space, venv.action_space
     act_n = int(act_space.n) if isinstance(act_space, gym.spaces.Discrete) else None
+    obs_shape = tuple(obs_space.shape)
+    if termination_input:
+        obs_shape = (int(np.prod(obs_shape)) + 1,)
     return InputSpec(
-        obs_shape=tuple(obs_space.shape),
+        obs_shape=obs_shape,
         act_shape=() if act_n is not None else tuple(act_space.shape),
         act_n=act_n,
         obs_dtype=str(obs_space.dtype),
@@ -53,7 +58,7 @@ def collect_random_clips(cfg: RunConfig, n_clips: int, length: int, seed: int, v
         venv = make_vec_env(cfg.task.env, seed + 10_000, render=cfg.keep_frames)
     collector = ClipCollector(venv.num_envs, length, n_clips, keep_frames=cfg.keep_frames,
                               max_bytes=pool_max_bytes(cfg.task))
-    wrapper = LearnedRewardVecEnv(venv, None, collector)
+    wrapper = LearnedRewardVecEnv(venv, None, collector, termination_input=cfg.task.reward_model.termination_input)
     wrapper.reset()
     venv.action_space.seed(seed)
     while collector.total_clips < collector.capacity:  # the memory cap may keep fewer (pairs then share clips)
@@ -144,7 +149,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     venv = make_vec_env(task.env, cfg.seed, render=cfg.keep_frames and learned)
     collector = ClipCollector(venv.num_envs, length, task.prefs.pool_size, cfg.keep_frames,
                               max_bytes=pool_max_bytes(task)) if learned else None
-    wrapper = LearnedRewardVecEnv(venv, None, collector)
+    wrapper = LearnedRewardVecEnv(venv, None, collector, termination_input=learned and task.reward_model.termination_input)
     env = wrap_normalize(task.env, wrapper, task.ppo.gamma)
     model = build_ppo(task.ppo, env, cfg.seed, str(rd.tb))
 
@@ -164,6 +169,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     store = engine = monitor = None
     if learned:
         store, engine = _open_engine(cfg, rd, venv, rng, resume)
+        wrapper.termination_input = engine.ensemble.cfg.termination_input  # a --reward-model reads its own inputs
         # Atari: the random-policy clips come from the run's own envs (not 8 more emulators in memory
         # and their start-up); other tasks keep a separate env stack (cheap, and their results unchanged)
         _initial_labels(cfg, engine, length, venv if task.env.type == "atari" else None)
@@ -207,14 +213,14 @@ def _open_engine(cfg: RunConfig, rd: RunDir, venv, rng: np.random.Generator,
                  resume: bool) -> tuple[PreferenceStore, LabelingEngine]:
     """The run's store, oracle, reward model and trainer, wired into a labeling engine."""
     task = cfg.task
-    spec = input_spec_for(venv)
     if cfg.reward_model is not None:
         ensemble = RewardEnsemble.load(cfg.reward_model)
+        spec = input_spec_for(venv, ensemble.cfg.termination_input)
         if tuple(ensemble.spec.obs_shape) != spec.obs_shape:
             raise PrefrlError(f"{cfg.reward_model}: reward model reads observations of shape {ensemble.spec.obs_shape}, "
                               f"task `{task.name}` has {spec.obs_shape}")
     else:
-        ensemble = RewardEnsemble(spec, task.reward_model)
+        ensemble = RewardEnsemble(input_spec_for(venv, task.reward_model.termination_input), task.reward_model)
     if resume and rd.reward_model.exists():
         ensemble.load_state_dict(RewardEnsemble.load(rd.reward_model).state_dict())
     prefs = dataclasses.replace(task.prefs, labels=0) if cfg.reward_model is not None else task.prefs

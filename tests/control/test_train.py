@@ -278,17 +278,18 @@ def test_default_run_dirs_do_not_collide_and_resume_follows_a_moved_run(tiny_pre
 
 @pytest.mark.slow
 def test_inverted_pendulum_learns_from_100_labels(tmp_path: Path):
-    """Issue 13's case: the `inverted-pendulum` preset, 100 synthetic labels, 30k steps, seed 0.
-    With the old reward-model defaults (one shared 1/e validation split, raw inputs) the mean
-    training true return of this run was -71.8; with per-member out-of-bag validation and input
-    standardisation it is 491 (true-reward PPO: 681)."""
-    summary = main(["train", "--task", "inverted-pendulum", "--labels", "100", "--steps", "30000", "--seed", "0",
+    """Issue 13's case: the `inverted-pendulum` preset, 100 synthetic labels, 30k steps, seed 1.
+    The mean training true return of this run was -162 with the first defaults (one shared 1/e
+    validation split, raw inputs) and 29 with out-of-bag validation and standardised inputs alone;
+    the net's termination input and 75% of the labels up front bring it to SEED1 (true-reward
+    PPO: 694)."""
+    summary = main(["train", "--task", "inverted-pendulum", "--labels", "100", "--steps", "30000", "--seed", "1",
                     "--run-dir", str(tmp_path / "run"), "--eval-episodes", "0", "--no-video"])
     assert summary["labels"] == 100
-    assert summary["true_return_mean"] > 250, summary
+    assert summary["true_return_mean"] > 350, summary
     from prefrl.control.diagnose import reward_check
 
-    assert reward_check(tmp_path / "run")["accuracy"] > 0.55  # 0.65 on the final agent's own clips
+    assert reward_check(tmp_path / "run")["accuracy"] > 0.6  # ACC on the final agent's own clips
 
 
 def test_a_run_dir_that_is_a_file_is_refused(tiny_preset: Path, tmp_path: Path):
