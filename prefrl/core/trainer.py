@@ -52,6 +52,10 @@ class RewardTrainConfig:
     """Each member trains on its own bootstrap sample of the training comparisons."""
     split_seed: int = 12345
     """Seed of the train/val split and of the out-of-bag bags (fixed, so they are stable as data grows)."""
+    micro_batch: int | None = None
+    """Comparisons per forward/backward pass inside a minibatch, their gradients summed into the
+    minibatch's (None: the whole minibatch in one pass). Bounds a CNN refit's activation memory
+    (16 Atari pairs are 800 frames); batch norm then normalises each pass on its own."""
     val_every: int = 1
     """Validate every this many epochs, and after the last (early stopping counts validations, the
     best weights are chosen among validated epochs). With the 2 epochs of an Atari refit, validating
@@ -66,6 +70,8 @@ class RewardTrainConfig:
             raise PrefrlError(f"`val_fraction` must be in [0, 1), got {self.val_fraction}")
         if self.batch_size < 1 or self.epochs < 1 or self.val_every < 1:
             raise PrefrlError("`batch_size`, `epochs` and `val_every` must be >= 1")
+        if self.micro_batch is not None and (isinstance(self.micro_batch, bool) or self.micro_batch < 1):
+            raise PrefrlError(f"`micro_batch` must be >= 1 or None, got {self.micro_batch!r}")
         if self.validation not in ("shared", "oob"):
             raise PrefrlError(f"`validation` must be `shared` or `oob`, got `{self.validation}`")
 
@@ -164,6 +170,26 @@ class RewardTrainer:
             torch.as_tensor(comps.weight, device=rets.device),
         )
 
+    def _member_step(self, i: int, opt: torch.optim.Optimizer, inputs: ArrayBatch, comps: Comparisons) -> float:
+        """One optimiser step of member i on a minibatch; returns its loss. With ``micro_batch``, the
+        minibatch goes through the net in parts whose losses, weighted by their share of the
+        minibatch's weight, sum to the minibatch's loss (and their gradients to its gradient)."""
+        opt.zero_grad(set_to_none=True)
+        mb = self.cfg.micro_batch
+        if mb is None or len(comps) <= mb:
+            loss = self._member_loss(i, inputs, comps)
+            loss.backward()
+            opt.step()
+            return loss.item()
+        total_w, total = float(comps.weight.sum()), 0.0
+        for s in range(0, len(comps), mb):
+            part = comps[np.arange(s, min(s + mb, len(comps)))]
+            loss = self._member_loss(i, inputs, part) * (float(part.weight.sum()) / max(total_w, 1e-12))
+            loss.backward()
+            total += loss.item()
+        opt.step()
+        return total
+
     def evaluate(self, inputs: ArrayBatch, comps: Comparisons) -> dict[str, float]:
         """Loss, accuracy and margin of the ensemble (mean of members' returns) on comparisons.
 
@@ -229,11 +255,7 @@ class RewardTrainer:
             for i, opt in enumerate(self.optimizers):
                 order = boots[i][self.rng.permutation(n)]
                 for s in range(0, n, cfg.batch_size):
-                    loss = self._member_loss(i, inputs, train[order[s : s + cfg.batch_size]])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    losses.append(loss.item())
+                    losses.append(self._member_step(i, opt, inputs, train[order[s : s + cfg.batch_size]]))
                 steps_done += n
             train_loss = float(np.mean(losses))
             if len(val) == 0 or not self._validates(epoch, epochs):
@@ -303,11 +325,7 @@ class RewardTrainer:
                 order = bags[i][self.rng.permutation(len(bags[i]))]
                 losses = []
                 for s in range(0, len(order), cfg.batch_size):
-                    loss = self._member_loss(i, inputs, comps[order[s : s + cfg.batch_size]])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    losses.append(loss.item())
+                    losses.append(self._member_step(i, opt, inputs, comps[order[s : s + cfg.batch_size]]))
                 steps_done += len(order)
                 last_train[i] = float(np.mean(losses))
                 if len(oobs[i]) == 0 or not validate:

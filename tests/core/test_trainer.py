@@ -305,3 +305,26 @@ def test_oob_validation_every_n_epochs_and_the_kept_weights_are_not_scored_again
     assert metrics["reward/val/accuracy"] == pytest.approx(np.mean([f[1] for f in fresh]), rel=1e-6)
     with pytest.raises(PrefrlError, match="val_every"):
         RewardTrainConfig(val_every=0)
+
+
+def test_micro_batches_give_the_minibatch_gradient(rng) -> None:
+    """``micro_batch``: the minibatch goes through the net in parts; without batch norm the step is the
+    whole minibatch's (the parts' losses weighted by their share of the weight sum), to float rounding."""
+    clips, comps = toy_dataset(40, 60, seed=6)
+    comps = Comparisons(comps.left, comps.right, comps.label, np.linspace(0.5, 2.0, len(comps)))  # unequal weights
+    steps = []
+    for micro in (None, 7):
+        model = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=1))
+        torch.manual_seed(0)
+        for p in model.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        trainer = RewardTrainer(model, RewardTrainConfig(batch_size=20, micro_batch=micro), np.random.default_rng(0))
+        sgd = torch.optim.SGD(model.parameters(), lr=0.5)  # a step proportional to the gradient (Adam's first is not)
+        loss = trainer._member_step(0, sgd, clips.model_inputs(), comps[np.arange(20)])
+        steps.append((loss, [p.detach().clone() for p in model.parameters()]))
+    (loss_whole, whole), (loss_parts, parts) = steps
+    assert loss_parts == pytest.approx(loss_whole, rel=1e-5)
+    for a, b in zip(whole, parts):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(PrefrlError, match="micro_batch"):
+        RewardTrainConfig(micro_batch=0)
