@@ -153,9 +153,10 @@ def summarize(rows: list[dict]) -> list[dict]:
     keys = sorted({(r["task"], r["variant"]) for r in rows})
     for task, variant in keys:
         rs = [r for r in rows if r["task"] == task and r["variant"] == variant]
-        cell = {"task": task, "variant": variant, "seeds": len(rs)}
+        cell = {"task": task, "variant": variant, "seeds": len(rs),
+                "tied_checks": sum(1 for r in rs if r["onpolicy_acc"] is None or not np.isfinite(r["onpolicy_acc"]))}
         for k in ("return_ratio", "normalised", "eval_ratio", "onpolicy_acc", "onpolicy_spearman", "wall_s"):
-            v = [r[k] for r in rs if r[k] is not None]
+            v = [r[k] for r in rs if r[k] is not None and np.isfinite(r[k])]  # NaN: the agent's clips all tie
             cell[k] = float(np.mean(v)) if v else None
             cell[k + "_sd"] = float(np.std(v)) if v else None
         out.append(cell)
@@ -175,10 +176,11 @@ def write(rows: list[dict], cells: list[dict], out: Path, results: Path | None) 
     lines = ["| task | variant | seeds | return ratio | normalised | eval ratio | on-policy acc | on-policy Spearman | wall s |",
              "|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda c, k: "-" if c[k] is None else f"{c[k]:.2f} ± {c[k + '_sd']:.2f}"  # noqa: E731
+    tied = lambda c: f" ({c['tied_checks']} of {c['seeds']}: agent's clips all tie)" if c["tied_checks"] else ""  # noqa: E731
     for c in cells:
         lines.append(f"| {c['task']} | {c['variant']} | {c['seeds']} | {fmt(c, 'return_ratio')} | {fmt(c, 'normalised')} | "
                      f"{fmt(c, 'eval_ratio')} | "
-                     f"{fmt(c, 'onpolicy_acc')} | {fmt(c, 'onpolicy_spearman')} | "
+                     f"{fmt(c, 'onpolicy_acc')}{tied(c)} | {fmt(c, 'onpolicy_spearman')} | "
                      f"{'-' if c['wall_s'] is None else round(c['wall_s'])} |")
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     _plot(cells, out / "ablation.png")

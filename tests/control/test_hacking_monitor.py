@@ -83,9 +83,16 @@ def test_callback_fires_on_clips_the_model_ranks_backwards_and_stop_ends_trainin
 
 @pytest.mark.slow
 def test_starved_inverted_pendulum_raises_the_alarm(tmp_path: Path):
-    """The README's case: InvertedPendulum with 10 labels; the alarm comes within 16k steps and stops the run."""
+    """The README's case: InvertedPendulum with 10 labels and no termination input (with it, 10
+    labels are enough to learn the task); the alarm comes within 16k steps and stops the run."""
+    from importlib.resources import files
+
+    preset = tmp_path / "starved.toml"
+    text = (files("prefrl.control") / "presets" / "inverted-pendulum.toml").read_text()
+    assert "termination_input = true" in text
+    preset.write_text(text.replace("termination_input = true", "termination_input = false"))
     run = tmp_path / "run"
-    summary = main(["train", "--task", "inverted-pendulum", "--labels", "10", "--steps", "30000", "--run-dir", str(run),
+    summary = main(["train", "--task", str(preset), "--labels", "10", "--steps", "30000", "--run-dir", str(run),
                     "--eval-episodes", "0", "--no-video", "--on-alarm", "stop"])
     mon = summary["monitor"]
     assert mon["alarms"] == 1 and mon["first_alarm"] <= 16384 and summary["timesteps"] < 30000, mon

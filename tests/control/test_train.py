@@ -281,15 +281,20 @@ def test_inverted_pendulum_learns_from_100_labels(tmp_path: Path):
     """Issue 13's case: the `inverted-pendulum` preset, 100 synthetic labels, 30k steps, seed 1.
     The mean training true return of this run was -162 with the first defaults (one shared 1/e
     validation split, raw inputs) and 29 with out-of-bag validation and standardised inputs alone;
-    the net's termination input and 75% of the labels up front bring it to SEED1 (true-reward
-    PPO: 694)."""
+    the net's termination input brings it to 720 (true-reward PPO: 694)."""
     summary = main(["train", "--task", "inverted-pendulum", "--labels", "100", "--steps", "30000", "--seed", "1",
                     "--run-dir", str(tmp_path / "run"), "--eval-episodes", "0", "--no-video"])
     assert summary["labels"] == 100
     assert summary["true_return_mean"] > 350, summary
-    from prefrl.control.diagnose import reward_check
-
-    assert reward_check(tmp_path / "run")["accuracy"] > 0.6  # ACC on the final agent's own clips
+    # the final agent hardly falls, so its own clips tie; the judged clips (random-policy ones
+    # included) still differ: the model ranks them by their true return
+    with PreferenceStore(tmp_path / "run", create=False) as store:
+        clips, _, _ = store.training_data()
+    pred = RewardEnsemble.load(tmp_path / "run" / "reward_model.pt").predict_clip_returns(clips.model_inputs()).mean(1)
+    true = clips.true_returns()
+    i, j = np.triu_indices(len(true), 1)
+    differ = true[i] != true[j]
+    assert np.mean((pred[i] > pred[j])[differ] == (true[i] > true[j])[differ]) > 0.97  # 1.00 (without the flag: 0.93)
 
 
 def test_a_run_dir_that_is_a_file_is_refused(tiny_preset: Path, tmp_path: Path):
