@@ -63,8 +63,9 @@ def main() -> None:
     rows = []
     for task in args.tasks:
         res = [run_pair(task, s, args.steps, args.labels, args.out) for s in args.seeds]
-        learned_eval = np.mean([r["learned"]["eval_return_mean"] for r in res])
-        true_eval = np.mean([r["true"]["eval_return_mean"] for r in res])
+        learned_evals = [r["learned"]["eval_return_mean"] for r in res]
+        true_evals = [r["true"]["eval_return_mean"] for r in res]
+        learned_eval, true_eval = np.mean(learned_evals), np.mean(true_evals)
         learned_train = np.mean([r["learned"]["true_return_mean"] for r in res])
         true_train = np.mean([r["true"]["true_return_mean"] for r in res])
         wall_l = np.mean([r["learned"]["wall_s"] for r in res])
@@ -72,6 +73,8 @@ def main() -> None:
         rows.append({
             "task": task, "steps": args.steps, "labels": args.labels, "seeds": len(args.seeds),
             "learned_eval": learned_eval, "true_eval": true_eval,
+            "learned_eval_sd": float(np.std(learned_evals)), "true_eval_sd": float(np.std(true_evals)),
+            "seed_ratios": [le / te if te else float("nan") for le, te in zip(learned_evals, true_evals)],
             "return_ratio": learned_eval / true_eval if true_eval else float("nan"),
             "learned_train": learned_train, "true_train": true_train,
             "wall_learned": wall_l, "wall_true": wall_t, "wall_ratio": wall_l / wall_t,
@@ -82,14 +85,17 @@ def main() -> None:
         f"Command: `python scripts/bench_mujoco.py --steps {args.steps} --labels {args.labels} "
         f"--tasks {' '.join(args.tasks)} --seeds {' '.join(map(str, args.seeds))}`",
         "",
-        "| task | env steps | labels | seeds | true return, learned reward | true return, true reward | return ratio | "
+        "| task | env steps | labels | seeds | true return, learned reward (mean ± sd) | true return, true reward "
+        "(mean ± sd) | return ratio (of the means) | per seed | "
         "train-episode return (learned / true) | wall s (learned / true) | wall-time ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['steps']:,} | {r['labels']} | {r['seeds']} | {r['learned_eval']:.0f} | {r['true_eval']:.0f} | "
-            f"{r['return_ratio']:.2f} | {r['learned_train']:.0f} / {r['true_train']:.0f} | "
+            f"| {r['task']} | {r['steps']:,} | {r['labels']} | {r['seeds']} | {r['learned_eval']:.0f} ± {r['learned_eval_sd']:.0f} | "
+            f"{r['true_eval']:.0f} ± {r['true_eval_sd']:.0f} | "
+            f"{r['return_ratio']:.2f} | {' / '.join(f'{x:.2f}' for x in r['seed_ratios'])} | "
+            f"{r['learned_train']:.0f} / {r['true_train']:.0f} | "
             f"{r['wall_learned']:.0f} / {r['wall_true']:.0f} | {r['wall_ratio']:.2f} |"
         )
     table = "\n".join(lines)
