@@ -25,11 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 from prefrl.core import nets  # noqa: E402
 from prefrl.core.ensemble import RewardEnsemble  # noqa: E402
-from prefrl.core.nets import InputSpec  # noqa: E402
 from prefrl.core.store import PreferenceStore  # noqa: E402
 from prefrl.core.trainer import RewardTrainer  # noqa: E402
 from prefrl.core.types import PrefrlError  # noqa: E402
-from prefrl.core.utils import set_torch_threads  # noqa: E402
+from prefrl.core.utils import input_spec_from_clips, set_torch_threads  # noqa: E402
 
 
 def refit_and_score(run: Path, k: int, flag_scale: str, seed: int = 0) -> tuple[float, float | None]:
@@ -53,7 +52,7 @@ def refit_and_score(run: Path, k: int, flag_scale: str, seed: int = 0) -> tuple[
         cfg = dataclasses.replace(cfg, termination_input=False)  # the flag column standardised like the rest
     else:
         nets.FLAG_SCALE = float(flag_scale)
-    spec = InputSpec(obs_shape=clips.obs.shape[2:], act_shape=clips.acts.shape[2:])
+    spec = input_spec_from_clips(clips)
     torch.manual_seed(seed)
     ens = RewardEnsemble(spec, cfg)
     RewardTrainer(ens, task.reward_train, np.random.default_rng(seed)).fit(

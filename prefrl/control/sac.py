@@ -378,8 +378,7 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
     mib = task.prefs.pool_mib
     collector = ClipCollector(venv.num_envs, length, task.prefs.pool_size, cfg.keep_frames,
                               max_bytes=None if mib is None else int(mib * 2**20)) if learned else None
-    flag = learned and task.reward_model.termination_input
-    wrapper = LearnedRewardVecEnv(venv, None, collector, termination_input=flag)
+    wrapper = LearnedRewardVecEnv(venv, None, collector)  # its termination input: the reward model's, set below
     env = wrap_normalize(task.env, wrapper, sac.gamma)
     model = build_sac(sac, env, cfg.seed, str(rd.tb), replay_buffer_class=PebbleReplayBuffer)
     buffer: PebbleReplayBuffer = model.replay_buffer  # type: ignore[assignment]

@@ -149,7 +149,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     venv = make_vec_env(task.env, cfg.seed, render=cfg.keep_frames and learned)
     collector = ClipCollector(venv.num_envs, length, task.prefs.pool_size, cfg.keep_frames,
                               max_bytes=pool_max_bytes(task)) if learned else None
-    wrapper = LearnedRewardVecEnv(venv, None, collector, termination_input=learned and task.reward_model.termination_input)
+    wrapper = LearnedRewardVecEnv(venv, None, collector)  # its termination input: the reward model's, set below
     env = wrap_normalize(task.env, wrapper, task.ppo.gamma)
     model = build_ppo(task.ppo, env, cfg.seed, str(rd.tb))
 
@@ -169,7 +169,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     store = engine = monitor = None
     if learned:
         store, engine = _open_engine(cfg, rd, venv, rng, resume)
-        wrapper.termination_input = engine.ensemble.cfg.termination_input  # a --reward-model reads its own inputs
+        wrapper.termination_input = engine.ensemble.cfg.termination_input  # the task's, or a --reward-model's own
         # Atari: the random-policy clips come from the run's own envs (not 8 more emulators in memory
         # and their start-up); other tasks keep a separate env stack (cheap, and their results unchanged)
         _initial_labels(cfg, engine, length, venv if task.env.type == "atari" else None)
