@@ -200,8 +200,12 @@ class EvalCommand:
             from prefrl.control.diagnose import reward_check
 
             out["reward_check"] = rc = reward_check(self.run_dir)
-            print(f"reward model on {rc['clips']} fresh on-policy clips: pair accuracy {rc['accuracy']:.3f} "
-                  f"({rc['pairs']} pairs), Spearman {rc['spearman']:.3f}")
+            if rc["pairs"] == 0:
+                print(f"reward model on {rc['clips']} fresh on-policy clips: every clip has the same true return "
+                      "(the agent never fails or scores differently), so there is no pair to rank")
+            else:
+                print(f"reward model on {rc['clips']} fresh on-policy clips: pair accuracy {rc['accuracy']:.3f} "
+                      f"({rc['pairs']} pairs), Spearman {rc['spearman']:.3f}")
         return out
 
 

@@ -303,3 +303,17 @@ def test_a_run_dir_that_is_a_file_is_refused(tiny_preset: Path, tmp_path: Path):
     with pytest.raises(PrefrlError, match="exists and is not a directory"):
         main(["train", "--task", str(tiny_preset), "--run-dir", str(f), "--steps", "1024", "--labels", "20"])
     assert f.read_text() == "not a directory"
+
+
+def test_eval_reward_check_says_when_every_clip_ties(tmp_path: Path, monkeypatch, capsys):
+    """An agent that never fails gives clips of one true return: no pair to rank, said in words, not NaN."""
+    import prefrl.control.diagnose as diagnose
+    import prefrl.control.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "evaluate_run", lambda *a, **k: {"return_mean": 1000.0, "return_std": 0.0})
+    monkeypatch.setattr(diagnose, "reward_check",
+                        lambda run_dir: {"accuracy": float("nan"), "spearman": float("nan"), "clips": 200, "pairs": 0})
+    out = main(["eval", "--run-dir", str(tmp_path), "--episodes", "1", "--reward-check"])
+    text = capsys.readouterr().out
+    assert out["reward_check"]["pairs"] == 0
+    assert "same true return" in text and "nan" not in text.lower()
