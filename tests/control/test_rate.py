@@ -16,24 +16,11 @@ from prefrl.cli import main
 from prefrl.core.ratings import stored_pools
 from prefrl.core.store import PreferenceStore
 from prefrl.core.types import PrefrlError
+from tests.control.test_train import TINY_TASK
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-TINY = """
-name = "tiny-rate"
-steps = 4096
-[env]
-id = "InvertedPendulum-v5"
-episode = "fixed"
-termination_penalty = -10.0
-max_episode_steps = 200
-[ppo]
-n_steps = 512
-batch_size = 64
-n_epochs = 4
-[prefs]
-clip_length = 10
-"""
+TINY = 'name = "tiny-rate"' + TINY_TASK + "[prefs]\nclip_length = 10\n"
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,7 @@ from prefrl.core.types import PrefrlError
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-TINY_PRESET = """
-name = "tiny"
+TINY_TASK = """
 steps = 4096
 [env]
 id = "InvertedPendulum-v5"
@@ -39,7 +38,10 @@ max_episode_steps = 200
 n_steps = 512
 batch_size = 64
 n_epochs = 4
-[prefs]
+"""
+"""A tiny InvertedPendulum task (env and PPO settings) shared by the CLI tests; add a name and [prefs]."""
+
+TINY_PRESET = 'name = "tiny"' + TINY_TASK + """[prefs]
 labels = 40
 clip_length = 10
 pool_size = 200
