@@ -103,6 +103,9 @@ class PreferenceCallback(ProgressCallback):
         progress, clock, checkpoint_fn, checkpoint_every, bar: as ``ProgressCallback``.
     """
 
+    pretrained = True
+    """The reward model has been fit and drives the agent (PEBBLE: only once pre-training ends)."""
+
     def __init__(self, engine: LabelingEngine, wrapper: LearnedRewardVecEnv, progress: ProgressLog, clock: WallClock,
                  checkpoint_fn: Callable[[], None] | None = None, checkpoint_every: int = 10,
                  bar: ProgressBar | None = None):

@@ -10,8 +10,8 @@ is still held, so the monitor's columns land in the same ``progress.csv`` row:
   against their true returns, and the ensemble's disagreement on the newest ones against its
   disagreement on labeled clips from the store (``ood_ratio``, the reference level
   recomputed after each refit);
-- ``new_accuracy`` pools the engine's ``reward/new_accuracy`` (the model on judgments it was
-  not fit on yet) over its latest refits.
+- ``new_accuracy`` pools the engine's ``new_scores`` (each refit's accuracy on judgments it
+  was not fit on yet) over its latest refits.
 
 TensorBoard gets ``monitor/*``; an alarm prints one line per episode of alarm and, with
 ``on_alarm = "stop"``, ends training at the next step (``_on_step`` returns False); with
@@ -91,8 +91,7 @@ class MonitorCallback(BaseCallback):
         self.seen_clips = pref.collector.total_clips
         self.labeled_level = float("nan")
         self.true_spread = 0.0  # the largest within-rollout std of true clip returns so far
-        self._labeled_done = False
-        self.new_history: list[tuple[float, float]] = []
+        self._level_refit = -1  # engine.n_refits when labeled_level was measured (-1: never)
         self.stop_requested: int | None = None
         self.asked = 0
 
@@ -139,12 +138,12 @@ class MonitorCallback(BaseCallback):
     def measure(self, t: int) -> dict[str, float]:
         """The monitor's columns for this rollout's progress row (also TensorBoard; may warn, stop or ask)."""
         engine = self.pref.engine
-        report = self.pref.report
-        if report.refit is not None or not self._labeled_done:
+        if not self.pref.pretrained:  # PEBBLE's pre-training: no reward model to watch yet
+            self.seen_clips = self.pref.collector.total_clips
+            return {f"monitor_{k}": float("nan") for k in SIGNALS} | {"monitor_alarm": 0}
+        if engine.n_refits != self._level_refit:  # a refit since the last row (PEBBLE writes rows between refits)
             self.labeled_level = self._labeled_level()
-            self._labeled_done = True
-        if report.refit is not None and "reward/new_accuracy" in report.refit:
-            self.new_history.append((report.refit.get("reward/new_count", 0.0), report.refit["reward/new_accuracy"]))
+            self._level_refit = engine.n_refits
         newest = self.newest_clips()
         if newest is not None:
             self.window = (self.window + [PackedClips(newest)])[-self.cfg.window:]
@@ -158,7 +157,7 @@ class MonitorCallback(BaseCallback):
                 values.update(window_signals([m.mean(axis=1) for m in members], true, self.true_spread))
             if newest is not None:
                 values["ood_ratio"] = ood_ratio(disagreement_level(members[-1]), self.labeled_level)
-        values["new_accuracy"], _ = pooled_accuracy(self.new_history, self.cfg.min_new_judgments)
+        values["new_accuracy"], _ = pooled_accuracy(engine.new_scores, self.cfg.min_new_judgments)
         step = self.mon.observe(t, values)
         for k in SIGNALS:
             v = values.get(k, float("nan"))

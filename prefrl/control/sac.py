@@ -47,6 +47,7 @@ from prefrl.control.agent import (
 )
 from prefrl.control.evaluate import finish_arm
 from prefrl.control.callbacks import PROGRESS_FIELDS, PreferenceCallback, ProgressBar, ProgressCallback, WallClock, rollout_total
+from prefrl.control.monitor import MONITOR_FIELDS, MonitorCallback
 from prefrl.control.config import RunConfig, clip_length
 from prefrl.control.envs import make_vec_env
 from prefrl.control.reward_wrapper import (ClipCollector, LearnedRewardVecEnv, RewardFn, hidden_terminations,
@@ -316,7 +317,11 @@ class PebbleCallback(_RowsEveryNSteps, PreferenceCallback):
                 self.bar.postfix(labels=self.report.labels, refits=self.engine.n_refits,
                                  waiting=self.report.outstanding or None)
         if self._row_due():
-            ProgressCallback._on_rollout_end(self)
+            self._rollout_pool = self.pool(copy=False)  # the row's clips, for the monitor (views of the ring)
+            try:
+                ProgressCallback._on_rollout_end(self)
+            finally:
+                self._rollout_pool = None
 
     def _end_pretraining(self, t: int) -> None:
         """PEBBLE after unsupervised pre-training: up-front labels on its clips, first fit, relabel, critic reset."""
@@ -393,7 +398,8 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
             buffer.load_npz(replay_path)
         else:
             print(f"{rd.path}: resuming with an empty replay buffer ([sac] save_buffer = false or no {REPLAY_FILE})")
-    progress = ProgressLog(rd.progress, PROGRESS_FIELDS)
+    monitored = learned and task.monitor.enabled
+    progress = ProgressLog(rd.progress, PROGRESS_FIELDS + (MONITOR_FIELDS if monitored else []))
     if resume:
         progress.truncate("timesteps", done_steps)
     clock = WallClock(ckpt["wall_s"] if ckpt is not None else 0.0)
@@ -401,7 +407,7 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
     total = rollout_total(cfg.steps, sac.train_freq, venv.num_envs)
     bar = ProgressBar(name, total, done_steps) if done_steps < cfg.steps else None
 
-    store = engine = None
+    store = engine = monitor = None
     callback: ProgressCallback
     if learned:
         store, engine = open_engine(cfg, rd, venv, rng, resume)
@@ -421,6 +427,9 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
                                   task.prefs.initial_epochs, cfg.initial_wait_s, pretrained=pretrained,
                                   next_feedback=phase.get("next_feedback"), start=done_steps)
         callback.report = EngineReport(timesteps=done_steps, labels=engine.store.count_judgments())
+        if monitored:  # the reward-hacking monitor measures as each progress row is written (after pre-training)
+            monitor = MonitorCallback(task.monitor, callback, cfg.seed)
+            callback.progress = monitor.progress_log(progress)
 
         def checkpoint() -> None:
             if callback.pretrained:  # before the first fit the model is untrained: nothing to keep
@@ -440,7 +449,8 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
 
     remaining = cfg.steps - done_steps
     if remaining > 0:
-        model.learn(total_timesteps=remaining, callback=callback, reset_num_timesteps=not resume, tb_log_name="sac")
+        model.learn(total_timesteps=remaining, callback=[callback] if monitor is None else [callback, monitor],
+                    reset_num_timesteps=not resume, tb_log_name="sac")
     if bar is not None:
         bar.close()
     if engine is not None:
@@ -453,4 +463,5 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
     if sac.save_buffer:
         buffer.save_npz(replay_path)
     save_sac_agent(rd.agent, model, env, wall, callback.phase() if isinstance(callback, PebbleCallback) else None)
-    return finish_arm(cfg, rd, model, env, engine, store, wall, algo="sac")
+    return finish_arm(cfg, rd, model, env, engine, store, wall, algo="sac",
+                      monitor=monitor.summary() if monitor is not None else None)

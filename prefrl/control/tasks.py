@@ -216,7 +216,7 @@ class TaskConfig:
     """Learner: `ppo` (Christiano et al. 2017) or `sac` (PEBBLE, Lee et al. 2021; settings in [sac])."""
     sac: SACConfig = field(default_factory=SACConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
-    """The reward-hacking monitor (PPO runs on a learned reward; prefrl.core.monitor)."""
+    """The reward-hacking monitor (learned-reward runs, PPO and PEBBLE; prefrl.core.monitor)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:

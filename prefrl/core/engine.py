@@ -205,6 +205,9 @@ class LabelingEngine:
         self.labels_at_fit = 0
         self.n_refits = 0
         self.metrics: dict[str, float] = {}
+        self.new_scores: list[tuple[float, float]] = []
+        """(strict new judgments, accuracy on them) of each refit that had any: the model scored on
+        judgments it was not fit on yet (``reward/new_*``), in refit order."""
         self._returns: dict[Hashable, np.ndarray] = {}
         """Raw (M,) clip returns of pool clips under the current model, by the learner's clip key;
         emptied by every refit."""
@@ -359,6 +362,8 @@ class LabelingEngine:
         self._returns = {}
         m = self.trainer.fit(inputs, comps, epochs=epochs or self.cfg.reward_epochs)
         m.update(before)
+        if "reward/new_accuracy" in before:
+            self.new_scores.append((before["reward/new_count"], before["reward/new_accuracy"]))
         self.ensemble.update_normalisation((ref if ref is not None and len(ref) else clips).model_inputs())
         self.store.set_meta(Meta.FIT_JUDGMENT_ID.value, js_last)
         self.n_refits += 1

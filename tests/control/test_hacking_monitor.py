@@ -41,7 +41,7 @@ def _stub_run(tmp_path: Path, sign: float, cfg: MonitorConfig) -> tuple[MonitorC
                             RewardTrainConfig(epochs=2), rng)
     engine = LabelingEngine(store, open_oracle("synthetic", store, rng), trainer, prefs.schedule(10_000), prefs, rng)
     engine.ask(toy_clips(20, length=8, seed=1), 10)  # some labeled clips for the disagreement reference
-    pref = SimpleNamespace(engine=engine, report=EngineReport(0), _rollout_pool=None,
+    pref = SimpleNamespace(engine=engine, report=EngineReport(0), _rollout_pool=None, pretrained=True,
                            collector=SimpleNamespace(total_clips=0, clip_nbytes=8 * 6 * 4))
     cb = MonitorCallback(cfg, pref)  # type: ignore[arg-type]
     cb.model = SimpleNamespace(logger=configure(None, []))
@@ -110,7 +110,7 @@ def _callback(store: PreferenceStore, budget: int, asked_before: int) -> Monitor
                             RewardTrainConfig(epochs=2), rng)
     engine = LabelingEngine(store, open_oracle("synthetic", store, rng), trainer, cfg.schedule(10_000), cfg, rng)
     engine.ask(toy_clips(20, length=8, seed=1), asked_before)
-    pref = SimpleNamespace(engine=engine, report=EngineReport(0), collector=SimpleNamespace(total_clips=0))
+    pref = SimpleNamespace(engine=engine, report=EngineReport(0), pretrained=True, collector=SimpleNamespace(total_clips=0))
     cb = MonitorCallback(MonitorConfig(on_alarm="ask", ask_labels=10), pref)  # type: ignore[arg-type]
     cb.window = [PackedClips(toy_clips(30, length=8, seed=2))]  # the newest (flagged) clips
     return cb

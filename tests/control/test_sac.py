@@ -189,6 +189,13 @@ def test_pebble_run_relabels_buffer_writes_run_dir_evals_and_resumes(tiny_sac: P
     rows = [line.split(",") for line in rd.progress.read_text().splitlines()[1:]]
     labels = {int(r[0]): int(r[1]) for r in rows}
     assert labels[100] == labels[300] == 0 and labels[400] == 8 and labels[1000] == 30  # 25% of 30 up front
+    # the reward-hacking monitor watches PEBBLE once pre-training ends (no reward model before)
+    import csv
+    with rd.progress.open() as f:
+        mon = {int(r["timesteps"]): float(r["monitor_rank_corr"]) for r in csv.DictReader(f)}
+    assert np.isnan(mon[100]) and np.isnan(mon[300])
+    assert np.isfinite([mon[t] for t in range(500, 1001, 100)]).all(), mon
+    assert s["monitor"]["updates"] == 7 and "monitor" not in s["baseline"]  # rows at 400..1000
     store = PreferenceStore(run)
     assert store.count_judgments() == 30
     store.close()

@@ -78,6 +78,8 @@ def test_a_refit_scores_the_model_on_judgments_it_was_not_fit_on_first(tmp_path)
         # held out by time: the fitted model (toy reward is learnable) ranks the new pairs well
         assert m["reward/new_accuracy"] > 0.75, m
         assert "reward/new_accuracy" not in eng.refit(2)  # no judgment arrived since the last fit
+        # the engine keeps every refit's figures in order (a monitor reading between refits misses none)
+        assert eng.new_scores == [(m["reward/new_count"], m["reward/new_accuracy"])]
 
 
 def _ties_after(store: PreferenceStore, n_old: int) -> int:
