@@ -69,8 +69,8 @@ def set_vecnorm_state(env, state: dict | None) -> None:
         rms.count = state[name]["count"]
 
 
-def save_agent(path: Path, model, env, wall_s: float) -> None:
-    """Write ``agent.pt`` atomically."""
+def save_agent(path: Path, model, env, wall_s: float, monitor: dict | None = None) -> None:
+    """Write ``agent.pt`` atomically; ``monitor``: the reward-hacking monitor's state (``MonitorCallback.state``)."""
     ckpt = {
         "format": AGENT_FORMAT,
         "policy": model.policy.state_dict(),
@@ -78,6 +78,7 @@ def save_agent(path: Path, model, env, wall_s: float) -> None:
         "num_timesteps": int(model.num_timesteps),
         "vecnorm": vecnorm_state(env),
         "wall_s": float(wall_s),
+        "monitor_json": json.dumps(monitor or {}),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(ckpt, tmp)
@@ -100,6 +101,11 @@ def _load_checkpoint(path: Path, fmt: str, what: str) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
         raise PrefrlError(f"{path}: not a prefrl {what} checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else None})")
     return ckpt
+
+
+def saved_monitor_state(ckpt: dict | None) -> dict:
+    """The reward-hacking monitor's state in a checkpoint ({} if none, or from before it was saved)."""
+    return json.loads(ckpt.get("monitor_json", "{}")) if ckpt is not None else {}
 
 
 def restore_agent(model, env, ckpt: dict) -> None:
@@ -126,8 +132,9 @@ def build_sac(sac: SACConfig, env, seed: int, tb_dir: str | None = None, buffer_
     )
 
 
-def save_sac_agent(path: Path, model, env, wall_s: float, pebble: dict | None = None) -> None:
-    """Write ``agent.pt`` (format ``prefrl.sac_agent/1``) atomically."""
+def save_sac_agent(path: Path, model, env, wall_s: float, pebble: dict | None = None,
+                   monitor: dict | None = None) -> None:
+    """Write ``agent.pt`` (format ``prefrl.sac_agent/1``) atomically; ``monitor`` as ``save_agent``'s."""
     ckpt = {
         "format": SAC_AGENT_FORMAT,
         "actor": model.actor.state_dict(),
@@ -142,6 +149,7 @@ def save_sac_agent(path: Path, model, env, wall_s: float, pebble: dict | None = 
         "vecnorm": vecnorm_state(env),
         "wall_s": float(wall_s),
         "pebble_json": json.dumps(pebble or {}),
+        "monitor_json": json.dumps(monitor or {}),
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(ckpt, tmp)

@@ -209,6 +209,18 @@ class MonitorCallback(BaseCallback):
             tqdm.write(f"prefrl monitor: asked {got} extra pairs over the flagged clips "
                        f"({left - got} of the budget left)")
 
+    def state(self) -> dict:
+        """What a resume continues from (saved in agent.pt with each checkpoint): the alarm state and
+        counts, the largest true-return spread seen and the extra labels asked. The window of clips
+        is not kept: it refills over the next ``window`` rollouts."""
+        return {"monitor": self.mon.state(), "true_spread": self.true_spread, "asked": self.asked}
+
+    def load_state(self, d: dict) -> None:
+        if d:
+            self.mon.load_state(d.get("monitor", {}))
+            self.true_spread = float(d.get("true_spread", 0.0))
+            self.asked = int(d.get("asked", 0))
+
     def summary(self) -> dict:
         """The ``monitor`` block of summary.json."""
         out = self.mon.summary()

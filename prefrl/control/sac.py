@@ -43,6 +43,7 @@ from prefrl.control.agent import (
     load_sac_checkpoint,
     restore_sac_agent,
     save_sac_agent,
+    saved_monitor_state,
     wrap_normalize,
 )
 from prefrl.control.evaluate import finish_arm
@@ -429,6 +430,7 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
         callback.report = EngineReport(timesteps=done_steps, labels=engine.store.count_judgments())
         if monitored:  # the reward-hacking monitor measures as each progress row is written (after pre-training)
             monitor = MonitorCallback(task.monitor, callback, cfg.seed)
+            monitor.load_state(saved_monitor_state(ckpt))  # a resume keeps its alarms and counts
             callback.progress = monitor.progress_log(progress)
 
         def checkpoint() -> None:
@@ -437,7 +439,8 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
                                                              "fit_judgment_id": engine.fit_judgment_id})
             if sac.save_buffer:
                 buffer.save_npz(replay_path)
-            save_sac_agent(rd.agent, model, env, clock(), callback.phase())  # last: it marks the checkpoint
+            save_sac_agent(rd.agent, model, env, clock(), callback.phase(),  # last: it marks the checkpoint
+                           monitor.state() if monitor is not None else None)
     else:
         def checkpoint() -> None:
             if sac.save_buffer:
@@ -462,6 +465,7 @@ def run_sac_arm(cfg: RunConfig, rd: RunDir, resume: bool, rng: np.random.Generat
     wall = clock()
     if sac.save_buffer:
         buffer.save_npz(replay_path)
-    save_sac_agent(rd.agent, model, env, wall, callback.phase() if isinstance(callback, PebbleCallback) else None)
+    save_sac_agent(rd.agent, model, env, wall, callback.phase() if isinstance(callback, PebbleCallback) else None,
+                   monitor.state() if monitor is not None else None)
     return finish_arm(cfg, rd, model, env, engine, store, wall, algo="sac",
                       monitor=monitor.summary() if monitor is not None else None)

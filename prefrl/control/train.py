@@ -12,7 +12,8 @@ import shutil
 
 import numpy as np
 
-from prefrl.control.agent import build_ppo, load_agent_checkpoint, restore_agent, save_agent, wrap_normalize
+from prefrl.control.agent import (build_ppo, load_agent_checkpoint, restore_agent, save_agent, saved_monitor_state,
+                                  wrap_normalize)
 from prefrl.control.callbacks import PROGRESS_FIELDS, PreferenceCallback, ProgressBar, ProgressCallback, WallClock, rollout_total
 from prefrl.control.config import RunConfig, clip_length
 from prefrl.control.envs import env_dt, make_vec_env
@@ -181,12 +182,13 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
         def checkpoint() -> None:
             engine.ensemble.save(rd.reward_model, extra={"timesteps": model.num_timesteps,
                                                          "fit_judgment_id": engine.fit_judgment_id})
-            save_agent(rd.agent, model, env, clock())
+            save_agent(rd.agent, model, env, clock(), monitor.state() if monitor is not None else None)
 
         callback: ProgressCallback = PreferenceCallback(engine, wrapper, progress, clock, checkpoint,
                                                         cfg.checkpoint_every, bar)
         if task.monitor.enabled:  # the reward-hacking monitor measures as each progress row is written
             monitor = MonitorCallback(task.monitor, callback, cfg.seed)
+            monitor.load_state(saved_monitor_state(ckpt))  # a resume keeps its alarms and counts
             callback.progress = monitor.progress_log(progress)
     else:
         def checkpoint() -> None:
@@ -205,7 +207,7 @@ def _run_arm(cfg: RunConfig, resume: bool) -> dict:
         engine.ensemble.save(rd.reward_model, extra={"timesteps": model.num_timesteps,
                                                      "fit_judgment_id": engine.fit_judgment_id})
     wall = clock()
-    save_agent(rd.agent, model, env, wall)
+    save_agent(rd.agent, model, env, wall, monitor.state() if monitor is not None else None)
     return finish_arm(cfg, rd, model, env, engine, store, wall, monitor=monitor.summary() if monitor else None)
 
 

@@ -40,6 +40,8 @@ alarm is announced once (and its end once), so a long alarm never floods the con
 
 from __future__ import annotations
 
+import json
+
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -325,6 +327,21 @@ class HackingMonitor:
     @property
     def alarm(self) -> bool:
         return bool(self.active)
+
+    STATE = ("runs", "episodes", "alarm_updates", "updates", "first_alarm", "flagged_counts", "measured_counts",
+             "last", "extreme")
+    """What a resumed run carries over (``state``/``load_state``); ``history`` starts afresh."""
+
+    def state(self) -> dict:
+        """The alarm state and the summary's counts, as JSON-ready values (saved with a checkpoint)."""
+        return json.loads(json.dumps({**{k: getattr(self, k) for k in self.STATE}, "active": sorted(self.active)}))
+
+    def load_state(self, d: dict) -> None:
+        """Continue from ``state()``: a resumed run keeps its alarm episodes, counts and runs of flags."""
+        for k in self.STATE:
+            if k in d:
+                setattr(self, k, d[k])
+        self.active = set(d.get("active", ()))
 
     def observe(self, t: int, values: dict[str, float], details: dict[str, str] | None = None) -> MonitorStep:
         """Judge one update's signal values (others in ``values`` are only recorded); ``details``: words

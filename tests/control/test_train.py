@@ -182,6 +182,7 @@ def test_resume_after_kill_keeps_all_labels(tiny_preset: Path, tmp_path: Path):
     assert after[: len(before)] == before  # nothing judged before the kill was lost or changed
     rows = (run / "progress.csv").read_text().splitlines()
     assert len(rows) > 3
+    assert summary["monitor"]["updates"] == len(rows) - 1  # the monitor's counts went on from the checkpoint
 
 
 def test_eval_refuses_non_run_dir(tmp_path: Path):

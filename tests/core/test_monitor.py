@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -86,6 +87,25 @@ def test_alarm_needs_patience_and_is_announced_once_per_episode():
     summary = mon.summary()
     assert summary["alarms"] == 2 and summary["first_alarm"] == 4 and summary["alarm_updates"] == 9
     assert summary["signals"]["rank_corr"]["worst"] == -0.7 and summary["signals"]["rank_corr"]["measured"] == 15
+
+
+def test_a_resumed_monitor_continues_its_alarm_and_counts():
+    """state() at any update, loaded into a fresh monitor (a resume), gives the same alarms, messages
+    and summary as the uninterrupted run."""
+    cfg = MonitorConfig(patience=2, min_rank_corr=0.0)
+    series = [0.5, -0.2, 0.6, -0.3, -0.4, -0.5, -0.6, float("nan"), -0.7, 0.4, 0.5, 0.6, 0.7, 0.1, -0.3, -0.2]
+    whole = HackingMonitor(cfg, control_flags(cfg), say=None)
+    ref = [whole.observe(t, {"rank_corr": v}).alarm for t, v in enumerate(series)]
+    for cut in (5, 10):  # inside the first alarm, and in its healthy run before it clears
+        first = HackingMonitor(cfg, control_flags(cfg), say=None)
+        alarms = [first.observe(t, {"rank_corr": v}).alarm for t, v in enumerate(series[:cut])]
+        said: list[str] = []
+        resumed = HackingMonitor(cfg, control_flags(cfg), say=said.append)
+        resumed.load_state(json.loads(json.dumps(first.state())))  # as saved in agent.pt
+        alarms += [resumed.observe(t, {"rank_corr": v}).alarm for t, v in enumerate(series[cut:], cut)]
+        assert alarms == ref
+        assert not any("possible reward hacking at step 4" in m for m in said)  # not announced twice
+        assert resumed.summary() == whole.summary()
 
 
 def test_healthy_noise_stays_quiet_and_a_hacked_run_fires():
