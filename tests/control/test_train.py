@@ -159,15 +159,21 @@ def test_resume_after_kill_keeps_all_labels(tiny_preset: Path, tmp_path: Path):
            "--steps", "8192", "--eval-episodes", "0", "--no-video"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     cfg_patch = run / "config.json"
+    err = (tmp_path / "stderr.txt").open("wb")  # a file, not a pipe: tqdm's bar would fill a pipe and block the run
     proc = subprocess.Popen(cmd + ["--labels", "60", "--checkpoint-every", "1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 180
-    while time.time() < deadline:
+                            stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.time() + 600  # generous for a loaded CI machine: the loop ends as soon as two rows are written
+    checkpointed = False
+    while time.time() < deadline and proc.poll() is None:
         if (run / "agent.pt").exists() and len((run / "progress.csv").read_text().splitlines()) >= 3:
+            checkpointed = True
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    err.close()
+    tail = (tmp_path / "stderr.txt").read_text(errors="replace")[-2000:]
+    assert checkpointed, f"no checkpoint within the deadline (exit code {proc.returncode}): {tail!r}"
     assert cfg_patch.exists()
     with PreferenceStore(run, create=False) as store:
         before = [(j.id, j.left, j.right, j.label) for j in store.judgments()]

@@ -165,11 +165,13 @@ def test_real_prefrl_train_with_human_oracle_and_viewer(tmp_path):
         [sys.executable, str(tmp_path / "trainer.py"), str(tmp_path / "fits.jsonl"), "train", "--task", "quick",
          "--oracle", "human", "--labels", "8", "--steps", "2048", "--run-dir", str(run), "--no-video",
          "--eval-episodes", "0"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # files, not pipes: nobody reads the trainer's output until it ends, and its progress bar
+        # would fill a pipe and block it while the viewer waits for it
+        env=env, stdout=(tmp_path / "trainer.out").open("w"), stderr=(tmp_path / "trainer.err").open("w"), text=True)
     for _ in range(1200):  # the store appears once the trainer has started
         if (run / "prefs.sqlite").exists():
             break
-        assert trainer.poll() is None, trainer.communicate()
+        assert trainer.poll() is None, (tmp_path / "trainer.err").read_text()[-3000:]
         time.sleep(0.05)
     viewer = subprocess.run(
         [sys.executable, "-m", "prefrl.human.scripted", "--run-dir", str(run), "--annotator", "ann",
@@ -177,8 +179,8 @@ def test_real_prefrl_train_with_human_oracle_and_viewer(tmp_path):
          "--log", str(tmp_path / "keys.jsonl"), "--timeout-s", "150"],
         env=env, capture_output=True, text=True, timeout=180,
     )
-    out, err = trainer.communicate(timeout=120)
-    assert trainer.returncode == 0, err[-3000:]
+    trainer.wait(timeout=120)
+    assert trainer.returncode == 0, (tmp_path / "trainer.err").read_text()[-3000:]
     assert viewer.returncode == 0, viewer.stderr[-3000:]
     keys = _lines(tmp_path / "keys.jsonl")
     assert keys[-1]["done"] and keys[-1]["finished"]  # the viewer left when the run finished
