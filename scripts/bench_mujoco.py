@@ -35,12 +35,13 @@ def run_pair(task: str, seed: int, steps: int, labels: int, out: Path) -> dict[s
         rd = RunDir(out / f"{task}-{arm}-s{seed}")
         if rd.summary.exists():
             continue
-        cmd = [sys.executable, "-m", "prefrl.cli", "train", "--task", task, "--reward", arm, "--seed", str(seed),
-               "--steps", str(steps), "--labels", str(labels), "--run-dir", str(rd.path), "--eval-episodes", "10",
-               "--no-video"]
-        if rd.config.exists():
+        cmd = [sys.executable, "-m", "prefrl.cli", "train", "--steps", str(steps), "--run-dir", str(rd.path),
+               "--eval-episodes", "10", "--no-video"]
+        if rd.config.exists():  # a started run continues from its checkpoint with its own settings
             cmd += ["--resume"]
-        log = open(out / f"{task}-{arm}-s{seed}.log", "w")
+        else:
+            cmd += ["--task", task, "--reward", arm, "--seed", str(seed), "--labels", str(labels)]
+        log = open(out / f"{task}-{arm}-s{seed}.log", "a")  # a resumed run's log goes on after the first part
         procs[arm] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
                                        env=dict(os.environ, MUJOCO_GL="egl")), log)
     for arm, (p, log) in procs.items():
