@@ -73,13 +73,12 @@ def train_parallel(args: argparse.Namespace, rd: RunDir) -> None:
 def join_arms(rd: RunDir) -> dict:
     """The learned arm's summary with the true arm's and their ratios (as ``prefrl train --baseline``
     writes them), and both curves in one plot."""
+    from prefrl.control.train import add_ratios
     from prefrl.viz import plot_run
 
-    summary, base = rd.read_summary(), rd.baseline.read_summary()
-    summary["baseline"] = base
-    for key, name in (("eval_return_mean", "eval_return_ratio"), ("true_return_mean", "train_return_ratio")):
-        a, b = summary.get(key), base.get(key)
-        summary[name] = a / b if a is not None and b else None
+    summary = rd.read_summary()
+    summary["baseline"] = rd.baseline.read_summary()
+    add_ratios(summary)  # None on Pong's negative scores: the gain over a random policy is the figure there
     rd.write_summary(summary)
     plot_run(rd.path)
     return summary

@@ -116,7 +116,7 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict:
             summary["baseline"] = brd.read_summary()
         else:
             summary["baseline"] = _run_arm(base, resume and status == "interrupted")
-        _add_ratios(summary)
+        add_ratios(summary)
         rd.write_summary(summary)
     from prefrl.viz import plot_run
 
@@ -124,12 +124,17 @@ def run_training(cfg: RunConfig, resume: bool = False) -> dict:
     return summary
 
 
-def _add_ratios(summary: dict) -> None:
-    """Learned vs true reward: on the final deterministic evaluation (the headline) and on training episodes."""
+def add_ratios(summary: dict) -> None:
+    """Learned vs true reward: on the final deterministic evaluation (the headline) and on training episodes.
+
+    A ratio is only a fair figure when the true-reward arm's return is positive; otherwise (Pong's
+    -21..21, Reacher's negative rewards) it is None: -21 / -17 = 1.24 would read as the learned
+    arm doing better. Compare such tasks by gain over a random policy (``scripts/bench_atari.py``).
+    """
     base = summary.get("baseline") or {}
     for key, name in (("eval_return_mean", "eval_return_ratio"), ("true_return_mean", "train_return_ratio")):
         a, b = summary.get(key), base.get(key)
-        summary[name] = a / b if a is not None and b else None
+        summary[name] = a / b if a is not None and b is not None and b > 0 else None
 
 
 def _run_arm(cfg: RunConfig, resume: bool) -> dict:

@@ -326,3 +326,17 @@ def test_eval_reward_check_says_when_every_clip_ties(tmp_path: Path, monkeypatch
     text = capsys.readouterr().out
     assert out["reward_check"]["pairs"] == 0
     assert "same true return" in text and "nan" not in text.lower()
+
+
+def test_return_ratios_only_against_a_positive_true_return():
+    """-21 / -17 would read as the learned arm doing 1.24x better; no ratio then."""
+    from prefrl.control.train import add_ratios
+
+    s = {"eval_return_mean": 900.0, "true_return_mean": 450.0, "baseline": {"eval_return_mean": 1000.0,
+                                                                         "true_return_mean": 500.0}}
+    add_ratios(s)
+    assert s["eval_return_ratio"] == 0.9 and s["train_return_ratio"] == 0.9
+    s = {"eval_return_mean": -21.0, "true_return_mean": -20.5, "baseline": {"eval_return_mean": -17.0,
+                                                                          "true_return_mean": 0.0}}
+    add_ratios(s)
+    assert s["eval_return_ratio"] is None and s["train_return_ratio"] is None
