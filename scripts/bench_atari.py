@@ -86,7 +86,7 @@ def join_arms(rd: RunDir) -> dict:
 
 def train(args: argparse.Namespace, rd: RunDir) -> dict:
     if rd.summary.exists() and rd.baseline.summary.exists() and "baseline" in rd.read_summary():
-        return rd.read_summary()
+        return join_arms(rd)  # both done: joined again (cheap), so the summary follows the current ratio rules
     if args.parallel:
         train_parallel(args, rd)
         return join_arms(rd)
@@ -202,6 +202,65 @@ def collect_clips(cfg, policy, n_clips: int, length: int, seed: int, keep_frames
     return collector.clips(), frames
 
 
+def random_score(cfg, games: int, seed: int) -> dict:
+    """Mean true score of ``games`` games of a uniformly random policy on the task's env stack (the
+    zero of the gain columns: the issue's "gain over a random policy")."""
+    from prefrl.control.envs import make_vec_env
+
+    venv = make_vec_env(cfg.task.env, seed)
+    venv.reset()
+    rng = np.random.default_rng(seed)
+    scores: list[float] = []
+    while len(scores) < games:
+        _, _, _, infos = venv.step(rng.integers(0, venv.action_space.n, venv.num_envs))
+        scores += [float(i["episode"]["r"]) for i in infos if "episode" in i]
+    venv.close()
+    scores = scores[:games]
+    return {"games": games, "mean": float(np.mean(scores)), "std": float(np.std(scores))}
+
+
+def event_pricing(ens, clips) -> dict:
+    """The final reward model's per-step reward (normalised as the agent got it) at steps where a point
+    was lost (true reward < 0), won (> 0) and elsewhere, in units of its per-step std over these clips:
+    what the agent was actually paid for each event."""
+    n, t = clips.true_rew.shape
+    inputs = clips.model_inputs()
+    fn = ens.step_fn()
+    obs = inputs["obs"].reshape(n * t, *inputs["obs"].shape[2:])
+    acts = inputs["acts"].reshape(n * t, *inputs["acts"].shape[2:])
+    r = np.concatenate([fn(obs[s : s + 256], acts[s : s + 256]) for s in range(0, len(obs), 256)])
+    true = clips.true_rew.reshape(-1)
+    sd = float(r.std()) or 1.0
+    out = {"steps": int(len(r)), "reward_std": sd}
+    for name, mask in (("lost", true < 0), ("won", true > 0), ("none", true == 0)):
+        out[name] = {"steps": int(mask.sum()), "mean_in_std": float(r[mask].mean() / sd) if mask.any() else None}
+    return out
+
+
+def label_mix(rd: RunDir) -> dict:
+    """What the learned arm's judgments compared: its judged clips by true return, and the judgments
+    with a clip that lost / won a point (true return < 0 / > 0), over all labels and the up-front ones."""
+    from prefrl.control.config import load_run_config
+    from prefrl.core.store import PreferenceStore
+
+    with PreferenceStore(rd.path, create=False) as store:
+        js = store.judgments()
+        ids = sorted({j.left for j in js} | {j.right for j in js})
+        ret: dict[int, float] = {}
+        for s in range(0, len(ids), 64):  # 64 Atari clips at a time
+            ret.update(zip(ids[s : s + 64], store.load_clips(ids[s : s + 64]).true_returns().tolist()))
+    initial = load_run_config(rd.path).task.prefs.schedule(1).initial  # the up-front (random-policy) labels
+
+    def count(part, sign) -> int:
+        return sum(1 for j in part if sign * ret[j.left] > 0 or sign * ret[j.right] > 0)
+
+    out = {"judgments": len(js), "clips": {str(v): sum(1 for r in ret.values() if r == v) for v in sorted(set(ret.values()))},
+           "with_lost_point": count(js, -1), "with_won_point": count(js, +1)}
+    if initial:
+        out["initial"] = {"judgments": min(initial, len(js)), "with_won_point": count(js[:initial], +1)}
+    return out
+
+
 def rank_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
     from scipy import stats
 
@@ -220,7 +279,7 @@ def rank_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
 
 
 def _load_run(rd: RunDir):
-    """(run config, clip length, final reward model, trained PPO agent) of a finished learned-reward run."""
+    """(run config, clip length, final reward model or None, trained PPO agent) of a finished run."""
     from prefrl.control.agent import build_ppo, load_agent_checkpoint
     from prefrl.control.config import clip_length, load_run_config
     from prefrl.control.envs import make_vec_env
@@ -229,7 +288,7 @@ def _load_run(rd: RunDir):
 
     set_torch_threads()
     cfg = load_run_config(rd.path)
-    ens = RewardEnsemble.load(rd.reward_model)
+    ens = RewardEnsemble.load(rd.reward_model) if rd.reward_model.exists() else None  # None: a true-reward run
     ckpt = load_agent_checkpoint(rd.agent)
     venv = make_vec_env(cfg.task.env, 0)
     model = build_ppo(cfg.task.ppo, venv, cfg.seed)
@@ -250,6 +309,7 @@ def score_held_out(args: argparse.Namespace, cfg, ens, model, length: int, recor
     for name, clips in (("random", random_clips), ("agent", agent_clips)):
         pred = ens.predict_clip_returns(clips.model_inputs()).mean(axis=1)
         out[name] = rank_metrics(pred, clips.true_returns())
+        out[name]["pricing"] = event_pricing(ens, clips)
     both = Clips.concat([random_clips, agent_clips])
     out["all"] = rank_metrics(ens.predict_clip_returns(both.model_inputs()).mean(axis=1), both.true_returns())
     return out, agent_frames
@@ -264,14 +324,24 @@ def held_out(args: argparse.Namespace, rd: RunDir) -> dict:
     cfg, length, ens, model = _load_run(rd)
     seed = 50_000 + args.seed
     out, agent_frames = score_held_out(args, cfg, ens, model, length, record=args.agent_video_steps)
+    if args.random_games:
+        out["random_policy"] = random_score(cfg, args.random_games, seed + 3)
+    out["labels"] = label_mix(rd)
 
     videos = args.videos
     videos.mkdir(parents=True, exist_ok=True)
     game = cfg.task.env.id.split("/")[-1].split("-")[0].lower()
-    if agent_frames:
-        frames = np.stack(agent_frames)  # (T, 210, 160, 3): pad to 216 rows, a multiple of 8 for H.264
-        frames = np.pad(frames, ((0, 0), (0, -frames.shape[1] % 8), (0, -frames.shape[2] % 8), (0, 0)))
-        write_video(videos / f"atari_{game}_agent.mp4", frames, fps=15)
+    def video(name: str, frames: list) -> None:
+        if frames:
+            f = np.stack(frames)  # (T, 210, 160, 3): pad to 216 rows, a multiple of 8 for H.264
+            f = np.pad(f, ((0, 0), (0, -f.shape[1] % 8), (0, -f.shape[2] % 8), (0, 0)))
+            write_video(videos / name, f, fps=15)
+
+    video(f"atari_{game}_agent.mp4", agent_frames)
+    if rd.baseline.agent.exists() and args.agent_video_steps:  # the true-reward agent, same start, for comparison
+        bcfg, _, _, bmodel = _load_run(rd.baseline)
+        video(f"atari_{game}_true_agent.mp4", collect_clips(bcfg, bmodel, 1, length, seed + 1,
+                                                             record=args.agent_video_steps)[1])
     # labeled pairs with RGB frames: a random-policy clip against an agent clip, labeled by the synthetic oracle
     pair_clips, _ = collect_clips(cfg, model, 8 * args.pair_videos, length, seed + 2, keep_frames=True)
     rets = pair_clips.true_returns()
@@ -335,6 +405,16 @@ def table(args: argparse.Namespace, summary: dict, heldout: dict) -> str:
     for name, s in (("learned reward (synthetic oracle)", summary), ("true reward", base)):
         lines.append(f"| {name} | {s.get('timesteps', 0):,} ({4 * s.get('timesteps', 0):,}) | {s.get('labels', 0)} | "
                      f"{_f(s.get('true_return_mean'))} | {_f(s.get('eval_return_mean'))} | {_f(s.get('wall_s'), 0)} |")
+    rnd = heldout.get("random_policy")
+    if rnd:
+        zero = rnd["mean"]
+        gain = {k: ((summary.get(k) or zero) - zero, (base.get(k) or zero) - zero)
+                for k in ("true_return_mean", "eval_return_mean")}
+        lines += ["", f"Gain over a uniformly random policy ({rnd['games']} games: {zero:.2f} ± {rnd['std']:.2f}):", "",
+                  "| score | learned-reward gain | true-reward gain | learned / true |", "|---|---|---|---|"]
+        for k, label in (("true_return_mean", "last games of training"), ("eval_return_mean", "eval")):
+            a, b = gain[k]
+            lines.append(f"| {label} | {a:+.2f} | {b:+.2f} | {_f(a / b) if b > 0 else 'n/a'} |")
     lines += [
         "",
         "Reward model on held-out clips (never labeled), predicted vs true clip return:",
@@ -347,6 +427,21 @@ def table(args: argparse.Namespace, summary: dict, heldout: dict) -> str:
         vals = ", ".join(f"{k}: {v}" for k, v in h["true_return_values"].items())
         lines.append(f"| {name} | {h['clips']} | {vals} | {_f(h['spearman'])} | {_f(h['pearson'])} | "
                      f"{_f(h['pair_accuracy'])} ({h['strict_pairs']}) |")
+    priced = [(name, heldout[name]["pricing"]) for name in ("random", "agent") if "pricing" in heldout[name]]
+    if priced:
+        lines += ["", "What the final reward model pays per step (the agent's normalised reward, in its std over "
+                  "these clips) where a point is lost, won, or neither:", "",
+                  "| clips | lost (steps) | won (steps) | neither |", "|---|---|---|---|"]
+        for name, pr in priced:
+            cell = {k: f"{_f(pr[k]['mean_in_std'])} ({pr[k]['steps']})" for k in ("lost", "won", "none")}
+            lines.append(f"| {name} | {cell['lost']} | {cell['won']} | {_f(pr['none']['mean_in_std'])} |")
+    mix = heldout.get("labels")
+    if mix:
+        clips = ", ".join(f"{k}: {v}" for k, v in mix["clips"].items())
+        lines += ["", f"The judgments: {mix['judgments']} over clips with true returns {clips}; "
+                  f"{mix['with_lost_point']} compare a clip with a lost point, {mix['with_won_point']} one with a won point"
+                  + (f" ({mix['initial']['with_won_point']} of the {mix['initial']['judgments']} up-front ones)."
+                     if "initial" in mix else ".")]
     return "\n".join(lines)
 
 
@@ -382,6 +477,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-episodes", type=int, default=2)
     ap.add_argument("--heldout-clips", type=int, default=200, help="held-out clips per policy (random, agent)")
+    ap.add_argument("--random-games", type=int, default=10,
+                    help="games of a uniformly random policy: the zero of the gain-over-random columns (0: none)")
     ap.add_argument("--pair-videos", type=int, default=3)
     ap.add_argument("--agent-video-steps", type=int, default=450, help="steps of the agent video (15 per second)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out" / "atari")
