@@ -307,9 +307,14 @@ def score_held_out(args: argparse.Namespace, cfg, ens, model, length: int, recor
     random_clips, _ = collect_clips(cfg, None, args.heldout_clips, length, seed)
     agent_clips, agent_frames = collect_clips(cfg, model, args.heldout_clips, length, seed + 1, record=record)
     for name, clips in (("random", random_clips), ("agent", agent_clips)):
-        pred = ens.predict_clip_returns(clips.model_inputs()).mean(axis=1)
-        out[name] = rank_metrics(pred, clips.true_returns())
+        members = ens.predict_clip_returns(clips.model_inputs())  # (n, M)
+        true = clips.true_returns()
+        out[name] = rank_metrics(members.mean(axis=1), true)
         out[name]["pricing"] = event_pricing(ens, clips)
+        # the ensemble's disagreement (member std of the clip return) by true return: what
+        # disagreement-based queries can see; a kind of clip it agrees on is never asked about
+        sd = members.std(axis=1)
+        out[name]["disagreement"] = {str(v): float(sd[true == v].mean()) for v in np.unique(true)}
     both = Clips.concat([random_clips, agent_clips])
     out["all"] = rank_metrics(ens.predict_clip_returns(both.model_inputs()).mean(axis=1), both.true_returns())
     return out, agent_frames
@@ -435,6 +440,10 @@ def table(args: argparse.Namespace, summary: dict, heldout: dict) -> str:
         for name, pr in priced:
             cell = {k: f"{_f(pr[k]['mean_in_std'])} ({pr[k]['steps']})" for k in ("lost", "won", "none")}
             lines.append(f"| {name} | {cell['lost']} | {cell['won']} | {_f(pr['none']['mean_in_std'])} |")
+        lines += ["", "The ensemble's disagreement (std of its members' clip returns), by the clip's true return:", ""]
+        for name in ("random", "agent"):
+            d = heldout[name].get("disagreement", {})
+            lines.append(f"- {name}: " + ", ".join(f"{k}: {v:.3f}" for k, v in d.items()))
     mix = heldout.get("labels")
     if mix:
         clips = ", ".join(f"{k}: {v}" for k, v in mix["clips"].items())
