@@ -58,12 +58,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--labels", type=int, default=700)
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out" / "mujoco")
+    ap.add_argument("--report", action="store_true",
+                    help="only write the table and plot of the seeds whose two arms have finished (starts nothing)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     rows = []
     for task in args.tasks:
-        res = [run_pair(task, s, args.steps, args.labels, args.out) for s in args.seeds]
+        if args.report:
+            done = [s for s in args.seeds if all((args.out / f"{task}-{arm}-s{s}" / RunDir.SUMMARY).exists()
+                                                 for arm in ("learned", "true"))]
+            if not done:
+                print(f"{task}: no finished seed yet")
+                continue
+            res = [{arm: RunDir(args.out / f"{task}-{arm}-s{s}").read_summary() for arm in ("learned", "true")}
+                   for s in done]
+        else:
+            done = list(args.seeds)
+            res = [run_pair(task, s, args.steps, args.labels, args.out) for s in done]
         learned_evals = [r["learned"]["eval_return_mean"] for r in res]
         true_evals = [r["true"]["eval_return_mean"] for r in res]
         learned_eval, true_eval = np.mean(learned_evals), np.mean(true_evals)
@@ -72,7 +84,7 @@ def main() -> None:
         wall_l = np.mean([r["learned"]["wall_s"] for r in res])
         wall_t = np.mean([r["true"]["wall_s"] for r in res])
         rows.append({
-            "task": task, "steps": args.steps, "labels": args.labels, "seeds": len(args.seeds),
+            "task": task, "steps": args.steps, "labels": args.labels, "seeds": len(done), "seed_ids": done,
             "learned_eval": learned_eval, "true_eval": true_eval,
             "learned_eval_sd": float(np.std(learned_evals)), "true_eval_sd": float(np.std(true_evals)),
             "seed_ratios": [le / te if te else float("nan") for le, te in zip(learned_evals, true_evals)],
@@ -93,7 +105,8 @@ def main() -> None:
     ]
     for r in rows:
         lines.append(
-            f"| {r['task']} | {r['steps']:,} | {r['labels']} | {r['seeds']} | {r['learned_eval']:.0f} ± {r['learned_eval_sd']:.0f} | "
+            f"| {r['task']} | {r['steps']:,} | {r['labels']} | {' '.join(map(str, r['seed_ids']))} | "
+            f"{r['learned_eval']:.0f} ± {r['learned_eval_sd']:.0f} | "
             f"{r['true_eval']:.0f} ± {r['true_eval_sd']:.0f} | "
             f"{r['return_ratio']:.2f} | {' / '.join(f'{x:.2f}' for x in r['seed_ratios'])} | "
             f"{r['learned_train']:.0f} / {r['true_train']:.0f} | "
@@ -119,9 +132,9 @@ def _plot(args, rows) -> None:
     fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 3.6), dpi=100, squeeze=False)
     for ax, r in zip(axes[0], rows):
         for arm, label in (("learned", f"learned reward ({args.labels} labels)"), ("true", "true reward")):
-            for s in args.seeds:
+            for s in r["seed_ids"]:
                 p = read_progress(RunDir(args.out / f"{r['task']}-{arm}-s{s}").progress)
-                ax.plot(p["timesteps"], p["true_return_mean"], label=label if s == args.seeds[0] else None,
+                ax.plot(p["timesteps"], p["true_return_mean"], label=label if s == r["seed_ids"][0] else None,
                         color="C0" if arm == "learned" else "C1", alpha=0.8)
         ax.set_title(r["task"])
         ax.set_xlabel("env steps")
