@@ -34,6 +34,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from prefrl.control.train import return_ratio  # noqa: E402
 from prefrl.core.rundir import RunDir  # noqa: E402
 from prefrl.core.types import PrefrlError  # noqa: E402
 from prefrl.sweep import Arm, Grid, add_sweep_args, print_plan, run_sweep  # noqa: E402
@@ -126,19 +127,12 @@ def collect_cells(runs: list, out: Path, onpolicy_clips: int) -> list[dict]:
         rows.append({
             "task": r.preset, "variant": r.variant, "seed": r.seed,
             "true_return_mean": s.get("true_return_mean"), "eval_return_mean": s.get("eval_return_mean"),
-            "return_ratio": _ratio(s.get("true_return_mean"), t and t.get("true_return_mean")),
+            "return_ratio": return_ratio(s.get("true_return_mean"), t and t.get("true_return_mean")),
             "normalised": _normalised(s.get("true_return_mean"), t and t.get("true_return_mean"), start.get((r.preset, r.seed))),
-            "eval_ratio": _ratio(s.get("eval_return_mean"), t and t.get("eval_return_mean")),
+            "eval_ratio": return_ratio(s.get("eval_return_mean"), t and t.get("eval_return_mean")),
             "onpolicy_acc": check["accuracy"], "onpolicy_spearman": check["spearman"], "wall_s": s.get("wall_s"),
         })
     return rows
-
-
-def _ratio(a, b) -> float | None:
-    """Learned over true (positive returns only; see ``normalised`` for the others)."""
-    if a is None or not b:
-        return None
-    return a / b if b > 0 else None
 
 
 def _normalised(a, b, r0) -> float | None:

@@ -133,8 +133,12 @@ def add_ratios(summary: dict) -> None:
     """
     base = summary.get("baseline") or {}
     for key, name in (("eval_return_mean", "eval_return_ratio"), ("true_return_mean", "train_return_ratio")):
-        a, b = summary.get(key), base.get(key)
-        summary[name] = a / b if a is not None and b is not None and b > 0 else None
+        summary[name] = return_ratio(summary.get(key), base.get(key))
+
+
+def return_ratio(learned: float | None, true: float | None) -> float | None:
+    """learned / true, or None when either is missing or the true return is not positive."""
+    return learned / true if learned is not None and true is not None and true > 0 else None
 
 
 def _run_arm(cfg: RunConfig, resume: bool) -> dict:
