@@ -53,10 +53,48 @@ def _train_cmd(args: argparse.Namespace, run: RunDir, *extra: str) -> list[str]:
     return cmd + ["--task", args.task, "--seed", str(args.seed), *extra]
 
 
+def _learned_flags(args: argparse.Namespace) -> tuple[str, ...]:
+    return ("--labels", str(args.labels)) + (("--query", args.query) if args.query else ())
+
+
+def _run_dir(args: argparse.Namespace) -> RunDir:
+    """OUT/TASK-STEPS-LABELS-sSEED (-QUERY when ``--query`` is given): the learned arm, its true arm in baseline/."""
+    return RunDir(args.out / (f"{args.task}-{args.steps}-{args.labels}-s{args.seed}" + (f"-{args.query}" if args.query else "")))
+
+
+def reuse_true_arm(args: argparse.Namespace, rd: RunDir) -> None:
+    """Copy the finished true-reward arm of another run of this benchmark (``--reuse-true``) into ``rd``'s
+    baseline, so a variant of the learned arm (e.g. ``--query``) is compared to the same true arm without
+    training it again. Refused unless that arm ran the same env, PPO, seed and steps."""
+    from prefrl.control.config import load_run_config
+
+    src = RunDir(args.reuse_true)
+    src = src if (src.path / "config.json").exists() and not src.baseline.summary.exists() else src.baseline
+    if not src.summary.exists():
+        raise SystemExit(f"--reuse-true {args.reuse_true}: no finished true-reward arm there (no {src.summary})")
+    cfg = load_run_config(src.path)
+    want = load_run_config(rd.path).task if rd.config.exists() else None
+    from prefrl.control.tasks import load_task
+
+    task = want or load_task(args.task)
+    same = {"reward": cfg.reward == "true", "seed": cfg.seed == args.seed, "steps": cfg.steps == args.steps,
+            "env": cfg.task.env == task.env, "ppo": cfg.task.ppo == task.ppo}
+    if not all(same.values()):
+        raise SystemExit(f"--reuse-true {src.path}: not the same true-reward arm (differs in "
+                         f"{', '.join(k for k, ok in same.items() if not ok)})")
+    if not rd.baseline.summary.exists():
+        import shutil
+
+        if rd.baseline.path.exists():
+            shutil.rmtree(rd.baseline.path)
+        shutil.copytree(src.path, rd.baseline.path)
+        print(f"true-reward arm reused from {src.path}", flush=True)
+
+
 def train_parallel(args: argparse.Namespace, rd: RunDir) -> None:
     """Both arms at once (two processes, one per core), each resumed where it stopped; finished ones skipped."""
     procs = []
-    for run, extra in ((rd, ("--labels", str(args.labels))), (rd.baseline, ("--reward", "true"))):
+    for run, extra in ((rd, _learned_flags(args)), (rd.baseline, ("--reward", "true"))):
         if run.summary.exists():
             continue
         cmd = _train_cmd(args, run, *extra)
@@ -90,7 +128,7 @@ def train(args: argparse.Namespace, rd: RunDir) -> dict:
     if args.parallel:
         train_parallel(args, rd)
         return join_arms(rd)
-    cmd = _train_cmd(args, rd, "--labels", str(args.labels), "--baseline")
+    cmd = _train_cmd(args, rd, *_learned_flags(args), "--baseline")
     print(" ".join(cmd), flush=True)
     with open(rd.path.parent / f"{rd.path.name}.log", "a") as log:
         if subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT) != 0:
@@ -400,7 +438,7 @@ def plot(rd: RunDir, out: Path) -> None:
 def table(args: argparse.Namespace, summary: dict, heldout: dict) -> str:
     base = summary.get("baseline", {})
     cmd = (f"python scripts/bench_atari.py --task {args.task} --steps {args.steps} --labels {args.labels} "
-           f"--seed {args.seed}")
+           f"--seed {args.seed}" + (f" --query {args.query}" if args.query else ""))
     lines = [
         f"Command: `{cmd}`",
         "",
@@ -484,6 +522,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30_000, help="agent steps per arm (x4 frames)")
     ap.add_argument("--labels", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--query", help="query selection of the learned arm (default: the preset's); the run dir gets "
+                                    "it as a suffix")
+    ap.add_argument("--reuse-true", type=Path, metavar="DIR",
+                    help="copy the finished true-reward arm of an earlier run (its dir, or the learned arm's whose "
+                         "baseline/ it is) instead of training it again; same env, PPO, seed and steps required")
     ap.add_argument("--eval-episodes", type=int, default=2)
     ap.add_argument("--heldout-clips", type=int, default=200, help="held-out clips per policy (random, agent)")
     ap.add_argument("--random-games", type=int, default=10,
@@ -507,11 +550,14 @@ def main() -> None:
         overhead(args)
         return
     if args.status:
-        md = status(args, RunDir(args.out / f"{args.task}-{args.steps}-{args.labels}-s{args.seed}"))
+        md = status(args, _run_dir(args))
         (args.out / "status.md").write_text(md + "\n")
         print(md)
         return
-    rd = RunDir(args.out / f"{args.task}-{args.steps}-{args.labels}-s{args.seed}")
+    rd = _run_dir(args)
+    if args.reuse_true:
+        rd.path.mkdir(parents=True, exist_ok=True)
+        reuse_true_arm(args, rd)
 
     t0 = time.perf_counter()
     summary = train(args, rd)

@@ -36,6 +36,8 @@ class TrainCommand:
     """Who labels: synthetic (default), human, stochastic, myopic, mistake, skip, equal."""
     labels: int | None = None
     """Label budget (default: the preset's)."""
+    query: str | None = None
+    """Query selection (default: the preset's): disagreement, entropy, novelty or random."""
     steps: int | None = None
     """Env steps (default: the preset's). With --resume, a larger value extends the run."""
     seed: int | None = None
@@ -84,6 +86,8 @@ class TrainCommand:
         over: dict = {}
         if self.labels is not None:
             over["labels"] = self.labels
+        if self.query is not None:
+            over["query"] = self.query
         if self.keep_frames:
             over["keep_frames"] = True
         top: dict = {"prefs": over} if over else {}
@@ -120,9 +124,10 @@ class TrainCommand:
             raise PrefrlError("`--resume` needs `--run-dir` of the run to continue")
         cfg = load_run_config(self.run_dir)
         mon = cfg.task.monitor
-        given = {"task": self.task, "oracle": self.oracle, "labels": self.labels, "seed": self.seed,
+        given = {"task": self.task, "oracle": self.oracle, "labels": self.labels, "query": self.query, "seed": self.seed,
                  "reward": self.reward, "reward-model": self.reward_model, "algo": self.algo, "on-alarm": self.on_alarm}
-        recorded = {"task": None, "oracle": cfg.oracle, "labels": cfg.task.prefs.labels, "seed": cfg.seed,
+        recorded = {"task": None, "oracle": cfg.oracle, "labels": cfg.task.prefs.labels, "query": cfg.task.prefs.query,
+                    "seed": cfg.seed,
                     "reward": cfg.reward, "reward-model": cfg.reward_model, "algo": cfg.task.algo,
                     "on-alarm": mon.on_alarm if mon.enabled else "off"}
         changed = [k for k, v in given.items() if v is not None and (k == "task" or str(v) != str(recorded[k]))]

@@ -141,6 +141,15 @@ class CNNRewardNet(nn.Module):
         parts = [self._rewards(frames[s : s + c], None if acts is None else acts[s : s + c]) for s in range(0, n, c)]
         return torch.cat(parts).reshape(b, t)  # (B, T)
 
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T, F) the convolutions' flattened output per step (the head's input, actions left out):
+        the space in which the novelty query measures distances. Use under no_grad and eval mode."""
+        obs = batch["obs"]
+        b, t = obs.shape[:2]
+        frames = obs.reshape(b * t, *obs.shape[2:])
+        c = self.EVAL_CHUNK
+        return torch.cat([self._conv_features(frames[s : s + c]) for s in range(0, len(frames), c)]).reshape(b, t, -1)
+
     INPUT_CHUNK = 64
     """Frames converted to float at a time for the first convolution (7 MB each on 4x84x84): as fast
     as 256 at a time (the conversion is memory-bound either way) and a quarter of the memory."""
@@ -154,6 +163,13 @@ class CNNRewardNet(nn.Module):
         training, ``_FrameConv`` keeps the uint8 frames for the weight gradient instead of
         their float copy (4x less memory for the largest tensor of a refit step).
         """
+        feats = self._conv_features(frames)  # (N, F)
+        if acts is not None:
+            feats = torch.cat([feats, acts], dim=-1)
+        return self.head(feats).squeeze(-1)  # (N,)
+
+    def _conv_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, *obs_shape) frames -> (N, F) flattened convolution features."""
         x = frames
         if x.dim() == 3:
             x = x.unsqueeze(1)  # (N, 1, H, W)
@@ -162,10 +178,7 @@ class CNNRewardNet(nn.Module):
         first = self.conv[0]
         weight = first.weight * self.scale if self.scale != 1.0 else first.weight
         y = _FrameConv.apply(x, weight, first.bias, first.stride, first.padding, self.INPUT_CHUNK)
-        feats = self.conv[1:](y)  # (N, F)
-        if acts is not None:
-            feats = torch.cat([feats, acts], dim=-1)
-        return self.head(feats).squeeze(-1)  # (N,)
+        return self.conv[1:](y)
 
 
 def _float_chunks(x: torch.Tensor, chunk: int) -> Iterator[tuple[int, torch.Tensor]]:

@@ -16,6 +16,7 @@ Skips are stored (they are answers) but never trained on.
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -55,7 +56,11 @@ class PrefsConfig:
     """Label rate decays as H / (T + H) with T env steps (Christiano, MuJoCo: H = 2e6)."""
     query: str = "disagreement"
     """Query selection: `disagreement` (variance of P(left) across members), `entropy` (entropy of
-    the members' mean P(left), PEBBLE) or `random`."""
+    the members' mean P(left), PEBBLE), `novelty` (the clips least like those already asked about,
+    in the reward net's embedding; ``prefrl.core.query``) or `random`."""
+    novelty_bank: int = 2048
+    """`novelty` query: steps of asked clips (a uniform sample, 4 per clip) that novelty is measured
+    against; their inputs are kept in memory (2048 Atari frame stacks: 58 MB)."""
     pool_size: int = 500
     """Recent clips kept as query candidates (Christiano: clips of recent trajectories)."""
     pool_mib: float | None = None
@@ -80,6 +85,7 @@ class PrefsConfig:
         _check_int(self, "labels", 0)
         _check_int(self, "pool_size", 2)
         _check_int(self, "pool_factor", 1)
+        _check_int(self, "novelty_bank", 1)
         _check_int(self, "reward_epochs", 1)
         _check_int(self, "initial_epochs", 1)
         if self.clip_length is not None:
@@ -98,7 +104,9 @@ class PrefsConfig:
         if self.pool_mib is not None:
             _check_number(self, "pool_mib", 0.0, None, open_low=True)
         if self.query not in SELECTORS:
-            raise PrefrlError(f"[prefs] query must be one of {', '.join(SELECTORS)}, got {self.query!r}")
+            close = difflib.get_close_matches(str(self.query), SELECTORS, n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise PrefrlError(f"[prefs] query must be one of {', '.join(SELECTORS)}, got {self.query!r}{hint}")
         if not isinstance(self.keep_frames, bool):
             raise PrefrlError(f"[prefs] keep_frames must be true or false, got {self.keep_frames!r}")
 
@@ -211,6 +219,13 @@ class LabelingEngine:
         self._returns: dict[Hashable, np.ndarray] = {}
         """Raw (M,) clip returns of pool clips under the current model, by the learner's clip key;
         emptied by every refit."""
+        self._embeddings: dict[Hashable, np.ndarray] = {}
+        """(T, F) step embeddings of pool clips under the current model, by clip key (novelty query);
+        emptied by every refit."""
+        self._bank: dict[str, np.ndarray] | None = None
+        """Novelty query: inputs (B, 1, ...) of a sample of asked clips' steps; None until first needed."""
+        self._bank_emb: np.ndarray | None = None
+        """(B, F) embeddings of ``_bank`` under the current model; None when stale (after a refit)."""
         self.store.set_cache_mib(self.cfg.clip_cache_mib)
         self.store.set_meta(Meta.LABEL_BUDGET.value, self.schedule.budget)
 
@@ -273,10 +288,71 @@ class LabelingEngine:
         if pool.true_rew is not None:
             self.oracle.calibrate(pool.true_returns())
         method = method or self.cfg.query
-        returns = self.clip_returns(pool, keys) if keys is not None and method != "random" else None
+        returns = self.clip_returns(pool, keys) if keys is not None and method in ("disagreement", "entropy") else None
+        embeddings = (self.pool_embeddings(pool, keys), self.bank_embeddings()) if method == "novelty" else None
         pairs, scores = select_pairs(method, n, pool.model_inputs(), self.rng, self.ensemble,
-                                     pool_factor=self.cfg.pool_factor, returns=returns)
+                                     pool_factor=self.cfg.pool_factor, returns=returns, embeddings=embeddings)
         return self._ask_pairs(pool, pairs, scores)
+
+    # ---- the novelty query's embeddings ----------------------------------------------------
+    BANK_STEPS_PER_CLIP = 4
+
+    def pool_embeddings(self, pool: Items, keys: Sequence[Hashable] | None = None) -> np.ndarray:
+        """(N, T, F) step embeddings of ``pool`` under the current model, cached by ``keys`` between
+        refits as ``clip_returns`` caches returns."""
+        if isinstance(pool, TextItems):
+            raise PrefrlError("query selection `novelty` works on clips, not text items")
+        if keys is None:
+            return self.ensemble.embed_steps(pool.model_inputs())
+        keys = list(keys)
+        missing = [i for i, k in enumerate(keys) if k not in self._embeddings]
+        if missing:
+            fresh = self.ensemble.embed_steps(pool[np.array(missing)].model_inputs())
+            self._embeddings.update((keys[i], e) for i, e in zip(missing, fresh))
+        self._embeddings = {k: self._embeddings[k] for k in keys}
+        return np.stack([self._embeddings[k] for k in keys])
+
+    def bank_embeddings(self) -> np.ndarray:
+        """(B, F) embeddings of the sampled steps of asked clips, under the current model."""
+        bank = self._novelty_bank()
+        if not bank:
+            return np.zeros((0, 0), np.float32)
+        if self._bank_emb is None:
+            self._bank_emb = self.ensemble.embed_steps(bank)[:, 0]
+        return self._bank_emb
+
+    def _novelty_bank(self) -> dict[str, np.ndarray]:
+        """The bank of asked steps; at first use, sampled from the clips the store already holds (a
+        resumed run measures novelty against what it asked before the crash)."""
+        if self._bank is None:
+            self._bank = {}
+            judged = self.store.judgments()
+            ids = sorted({j.left for j in judged} | {j.right for j in judged})
+            if ids and self.encode_texts is None:
+                take = self.rng.permutation(ids)[: max(1, self.cfg.novelty_bank // self.BANK_STEPS_PER_CLIP)]
+                for s in range(0, len(take), self.ASK_CHUNK):
+                    self._bank_add(self.store.load_clips(sorted(take[s : s + self.ASK_CHUNK].tolist())))
+        return self._bank
+
+    def _bank_add(self, clips: Clips) -> None:
+        """Add ``BANK_STEPS_PER_CLIP`` random steps of each of ``clips`` to the bank, keeping a uniform
+        sample of at most ``novelty_bank`` steps."""
+        inputs = clips.model_inputs()
+        n, t = next(iter(inputs.values())).shape[:2]
+        k = min(self.BANK_STEPS_PER_CLIP, t)
+        at = np.stack([self.rng.choice(t, k, replace=False) for _ in range(n)])  # (n, k)
+        new = {name: v[np.arange(n)[:, None], at].reshape(n * k, 1, *v.shape[2:]) for name, v in inputs.items()}
+        new_emb = self.ensemble.embed_steps(new)[:, 0] if self._bank_emb is not None else None
+        bank = self._bank or {}
+        self._bank = {name: np.concatenate([bank[name], v]) if bank else v for name, v in new.items()}
+        if new_emb is not None:
+            self._bank_emb = np.concatenate([self._bank_emb, new_emb]) if len(self._bank_emb) else new_emb
+        size = len(next(iter(self._bank.values())))
+        if size > self.cfg.novelty_bank:
+            keep = np.sort(self.rng.choice(size, self.cfg.novelty_bank, replace=False))
+            self._bank = {name: v[keep] for name, v in self._bank.items()}
+            if self._bank_emb is not None:
+                self._bank_emb = self._bank_emb[keep]
 
     def ask_initial(self, clips: Items) -> int:
         """The up-front labels: random pairs of (random-policy) ``clips``, topping up after a crash."""
@@ -296,7 +372,16 @@ class LabelingEngine:
             return 0
         used = np.unique(pairs)
         c = self.ASK_CHUNK
-        ids = np.concatenate([self._store_items(clips[used[s : s + c]]) for s in range(0, len(used), c)])
+        novelty = self.cfg.query == "novelty" and isinstance(clips, Clips)
+        if novelty:
+            self._novelty_bank()  # sampled from the store before these clips join it
+        ids = []
+        for s in range(0, len(used), c):
+            part = clips[used[s : s + c]]
+            ids.append(self._store_items(part))
+            if novelty:
+                self._bank_add(part)
+        ids = np.concatenate(ids)
         pos = np.full(int(used.max()) + 1, -1)
         pos[used] = np.arange(len(used))
         store_pairs = np.stack([ids[pos[pairs[:, 0]]], ids[pos[pairs[:, 1]]]], axis=1)
@@ -359,7 +444,7 @@ class LabelingEngine:
             return {}
         inputs = clips.model_inputs()
         before = self._score_new(inputs, comps, n_new)
-        self._returns = {}
+        self._returns, self._embeddings, self._bank_emb = {}, {}, None
         m = self.trainer.fit(inputs, comps, epochs=epochs or self.cfg.reward_epochs)
         m.update(before)
         if "reward/new_accuracy" in before:

@@ -154,6 +154,19 @@ class RewardEnsemble(nn.Module):
             return np.zeros((0, self.n_members), np.float32)
         return np.concatenate(out).astype(np.float32)
 
+    def embed_steps(self, inputs: ArrayBatch, batch_size: int = 64) -> np.ndarray:
+        """(N, T, F) float32 per-step embeddings by the first member (``net.embed``: an MLP's standardised
+        inputs, a CNN's convolution features), for the novelty query's distances."""
+        net = self.members[0]
+        if not hasattr(net, "embed"):
+            raise PrefrlError(f"the novelty query needs a reward net with an embedding (mlp or cnn), not {type(net).__name__}")
+        n = len(next(iter(inputs.values())))
+        out = []
+        with self.evaluating():
+            for s in range(0, n, batch_size):
+                out.append(net.embed(self.to_tensors({k: v[s : s + batch_size] for k, v in inputs.items()})).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
+
     def normalise_clip_returns(self, raw: np.ndarray, length: int) -> np.ndarray:
         """(N, M) raw clip returns of ``length``-step clips -> the RL-time scale of ``predict_clip_returns``
         (each member's per-step normalisation summed over the clip)."""

@@ -218,10 +218,15 @@ class MLPRewardNet(nn.Module):
         self.in_std.copy_(std)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.body(self.embed(batch)).squeeze(-1)  # (B, T)
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, T, D) what the body reads: the input features, standardised when ``normalize_inputs``
+        (the space in which the novelty query measures distances)."""
         x = self.features(batch)
         if self.normalize_inputs:
             x = (x - self.in_mean) / self.in_std
-        return self.body(x).squeeze(-1)  # (B, T)
+        return x
 
     @staticmethod
     def stack_numpy(members: list[MLPRewardNet]) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:

@@ -7,6 +7,14 @@
 - ``entropy``: the same candidate pool, scored by the entropy of the predicted preference
   P(left preferred), averaged over members (PEBBLE, Lee et al. 2021: entropy sampling, the
   pairs nearest the model's decision boundary). Works with a single model too.
+- ``novelty``: the clips least like those already asked about, each against a random partner
+  of the pool. A clip's novelty is the largest, over its steps, distance from the step's
+  embedding (``RewardEnsemble.embed_steps``: a CNN's convolution features, an MLP's standardised
+  inputs) to the nearest embedding of a sample of asked clips' steps; clips are taken farthest
+  first, each one joining the asked set before the next is chosen (greedy k-center, as in the
+  k-center sampling of B-Pref, Lee et al. 2021, but per step: one rare event, a point won at
+  Pong, makes a clip novel). For events the ensemble has no opinion on yet, which disagreement
+  cannot find.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import torch
 from prefrl.core.ensemble import ArrayBatch, RewardEnsemble
 from prefrl.core.types import PrefrlError
 
-SELECTORS = ("random", "disagreement", "entropy")
+SELECTORS = ("random", "disagreement", "entropy", "novelty")
 
 
 def random_pairs(n_clips: int, n_pairs: int, rng: np.random.Generator, exclude: set[tuple[int, int]] | None = None) -> np.ndarray:
@@ -82,6 +90,58 @@ def preference_entropy(ensemble: RewardEnsemble, inputs: ArrayBatch, pairs: np.n
 SCORERS = {"disagreement": disagreement, "entropy": preference_entropy}
 
 
+def nearest_distance(query: torch.Tensor, ref: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """(Q,) Euclidean distance from each row of ``query`` (Q, D) to its nearest row of ``ref`` (R, D);
+    ``chunk`` query rows per distance matrix (memory: chunk x R floats). Infinite when ``ref`` is empty."""
+    if len(ref) == 0:
+        return torch.full((len(query),), float("inf"))
+    return torch.cat([torch.cdist(query[s : s + chunk], ref).min(dim=1).values for s in range(0, len(query), chunk)])
+
+
+def novelty_pairs(pool_emb: np.ndarray, bank_emb: np.ndarray, n_pairs: int, rng: np.random.Generator,
+                  exclude: set[tuple[int, int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (most novel clip, random partner), most novel first (see the module docstring).
+
+    Args:
+        pool_emb: (N, T, F) step embeddings of the pool's clips.
+        bank_emb: (B, F) step embeddings of asked clips (B may be 0: every clip is then equally new).
+        n_pairs: pairs wanted; at most one per pool clip as the novel side (the rest: random pairs).
+        rng: draws the partners.
+        exclude: unordered pairs (i, j), i < j, already asked.
+
+    Returns:
+        pairs (n, 2) int64, left the novel clip, and its novelty (n,) float (the distance).
+    """
+    n, t = pool_emb.shape[:2]
+    if n < 2:
+        raise PrefrlError(f"need at least 2 clips to form a pair, have {n}")
+    steps = torch.as_tensor(pool_emb, dtype=torch.float32).reshape(n * t, -1)
+    bank = torch.as_tensor(bank_emb, dtype=torch.float32).reshape(len(bank_emb), steps.shape[1] if len(bank_emb) else 0)
+    dist = nearest_distance(steps, bank).reshape(n, t)
+    taken = np.zeros(n, bool)
+    seen = set(exclude or ())
+    pairs: list[tuple[int, int]] = []
+    scores: list[float] = []
+    for _ in range(min(n_pairs, n)):
+        nov = dist.max(dim=1).values.numpy().astype(np.float64)
+        nov[taken] = -np.inf
+        c = int(np.argmax(nov))
+        taken[c] = True
+        partners = [j for j in rng.permutation(n).tolist() if j != c and (min(c, j), max(c, j)) not in seen]
+        if partners:
+            seen.add((min(c, partners[0]), max(c, partners[0])))
+            pairs.append((c, partners[0]))
+            scores.append(float(nov[c]))
+        # the chosen clip counts as asked: its steps join the bank for the next choice
+        dist = torch.minimum(dist, nearest_distance(steps, steps[c * t : (c + 1) * t]).reshape(n, t))
+    rest = n_pairs - len(pairs)
+    if rest > 0:
+        more = random_pairs(n, rest, rng, seen)
+        pairs += [tuple(p) for p in more.tolist()]
+        scores += [0.0] * len(more)
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(scores, dtype=np.float64)
+
+
 def select_pairs(
     method: str,
     n_pairs: int,
@@ -91,6 +151,7 @@ def select_pairs(
     pool_factor: int = 10,
     exclude: set[tuple[int, int]] | None = None,
     returns: np.ndarray | None = None,
+    embeddings: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Choose pairs to label.
 
@@ -104,6 +165,8 @@ def select_pairs(
         exclude: unordered pairs (i, j), i < j, already asked.
         returns: (N, M) raw clip returns of the current ensemble when known (cached), so
             the clips are not scored again.
+        embeddings: for ``novelty``, the (N, T, F) step embeddings of the pool and the (B, F) ones of
+            asked clips (``LabelingEngine`` keeps them); without them, novelty is refused.
 
     Returns:
         pairs (n, 2) int64 and their scores (n,) float, best first.
@@ -111,6 +174,10 @@ def select_pairs(
     if method not in SELECTORS:
         raise PrefrlError(f"unknown query selection `{method}` (known: {', '.join(SELECTORS)})")
     n_clips = len(next(iter(inputs.values())))
+    if method == "novelty":
+        if embeddings is None:
+            raise PrefrlError("query selection `novelty` needs the step embeddings of the pool and of asked clips")
+        return novelty_pairs(embeddings[0], embeddings[1], n_pairs, rng, exclude)
     if method == "random" or ensemble is None or (method == "disagreement" and ensemble.n_members < 2):
         pairs = random_pairs(n_clips, n_pairs, rng, exclude)
         return pairs, np.zeros(len(pairs))

@@ -248,3 +248,25 @@ def test_a_text_learner_plugs_into_the_same_engine(tmp_path):
         strict = np.abs(held.scores[i] - held.scores[j]) > 0.5
         acc = np.mean(((pred[i] - pred[j]) * (held.scores[i] - held.scores[j]) > 0)[strict])
         assert acc > 0.85, acc
+
+
+def test_novelty_query_finds_rare_steps_keeps_a_capped_bank_and_survives_a_restart(tmp_path):
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, budget=80, query="novelty", novelty_bank=64)
+        eng.ask_initial(_pool(0, 60))
+        assert 0 < len(eng._bank["obs"]) <= 64  # the asked clips' steps, capped
+        eng.refit(3)
+        pool, keys = _pool(1, 30), list(range(100, 130))
+        for clip, dim, sign in ((4, 0, 1), (17, 1, -1), (25, 2, 1)):  # one step of each unlike anything asked
+            pool.obs[clip, 3, dim] += sign * 40.0
+        assert eng.ask(pool, 3, keys=keys) == 3
+        asked = store.judgments()[-3:]
+        novel = store.load_clips([j.left for j in asked])
+        assert (np.abs(novel.obs).max(axis=(1, 2)) > 20).all()  # the novel side of each pair is a rare clip
+        assert set(eng._embeddings) == set(keys) and eng._bank_emb is not None
+        assert len(eng._bank["obs"]) == len(eng._bank_emb) <= 64
+        eng.refit(2)
+        assert eng._embeddings == {} and eng._bank_emb is None  # a refit changes the embedding
+    with PreferenceStore(tmp_path) as store:  # a restarted run measures novelty against what it asked before
+        eng = _engine(store, budget=80, query="novelty", novelty_bank=64)
+        assert len(eng.bank_embeddings()) == 64

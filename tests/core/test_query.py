@@ -7,7 +7,7 @@ import pytest
 
 from prefrl.core.engine import PrefsConfig
 from prefrl.core.ensemble import RewardEnsemble
-from prefrl.core.query import SELECTORS, preference_entropy, random_pairs, select_pairs
+from prefrl.core.query import SELECTORS, novelty_pairs, preference_entropy, random_pairs, select_pairs
 from prefrl.core.types import PrefrlError
 
 from tests.conftest import TOY_SPEC
@@ -83,3 +83,29 @@ def test_selectors_are_known_to_the_engine_config():
 def test_random_pairs_avoid_excluded_pairs(rng: np.random.Generator):
     pairs = random_pairs(4, 5, rng, exclude={(0, 1)})
     assert (0, 1) not in {tuple(sorted(p)) for p in pairs.tolist()}
+
+
+def _steps(n: int, t: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.normal(0, 0.1, (n, t, 3)).astype(np.float32)
+
+
+def test_novelty_asks_first_about_the_clips_with_a_step_unlike_any_asked(rng: np.random.Generator):
+    bank = _steps(50, 4, rng).reshape(-1, 3)  # what was asked so far: steps near the origin
+    pool = _steps(40, 6, rng)
+    pool[7, 3] = [5.0, 0.0, 0.0]  # one step of clip 7 is a rare event
+    pool[21, 0] = [5.0, 0.1, 0.0]  # clip 21 holds nearly the same event
+    pool[30, 5] = [0.0, -4.0, 0.0]  # clip 30 another one
+    pairs, scores = select_pairs("novelty", 3, {"obs": pool}, rng, embeddings=(pool, bank))
+    assert pairs[0, 0] in (7, 21) and pairs[1, 0] == 30  # the twin of the first is no longer new: k-center
+    assert scores[0] >= scores[1] > scores[2]
+    assert (pairs[:, 0] != pairs[:, 1]).all() and len({tuple(sorted(p)) for p in pairs.tolist()}) == 3
+    # more pairs than clips: every clip is the novel side once, the rest are random pairs
+    pairs, _ = novelty_pairs(pool[:5], bank, 8, rng, exclude={(0, 1)})
+    assert len(pairs) == 8 and set(pairs[:5, 0].tolist()) == set(range(5))
+    assert (0, 1) not in {tuple(sorted(p)) for p in pairs.tolist()}
+    # an empty bank: every clip is equally new, pairs are still valid
+    pairs, _ = novelty_pairs(pool, np.zeros((0, 3), np.float32), 4, rng)
+    assert len(pairs) == 4 and (pairs[:, 0] != pairs[:, 1]).all()
+    with pytest.raises(PrefrlError, match="embeddings"):
+        select_pairs("novelty", 2, {"obs": pool}, rng)
+    assert PrefsConfig(query="novelty").query == "novelty"
