@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -54,12 +55,17 @@ def _train_cmd(args: argparse.Namespace, run: RunDir, *extra: str) -> list[str]:
 
 
 def _learned_flags(args: argparse.Namespace) -> tuple[str, ...]:
-    return ("--labels", str(args.labels)) + (("--query", args.query) if args.query else ())
+    flags = ("--labels", str(args.labels)) + (("--query", args.query) if args.query else ())
+    return flags + (("--override", *args.override) if args.override else ())
 
 
 def _run_dir(args: argparse.Namespace) -> RunDir:
-    """OUT/TASK-STEPS-LABELS-sSEED (-QUERY when ``--query`` is given): the learned arm, its true arm in baseline/."""
-    return RunDir(args.out / (f"{args.task}-{args.steps}-{args.labels}-s{args.seed}" + (f"-{args.query}" if args.query else "")))
+    """OUT/TASK-STEPS-LABELS-sSEED, then -QUERY and each -OVERRIDE when given: the learned arm, its true
+    arm in baseline/."""
+    name = f"{args.task}-{args.steps}-{args.labels}-s{args.seed}"
+    for part in ([args.query] if args.query else []) + list(args.override or []):
+        name += "-" + re.sub(r"[^A-Za-z0-9_.]+", "", part.split(".")[-1])
+    return RunDir(args.out / name)
 
 
 def reuse_true_arm(args: argparse.Namespace, rd: RunDir) -> None:
@@ -76,7 +82,9 @@ def reuse_true_arm(args: argparse.Namespace, rd: RunDir) -> None:
     want = load_run_config(rd.path).task if rd.config.exists() else None
     from prefrl.control.tasks import load_task
 
-    task = want or load_task(args.task)
+    from prefrl.control.commands import parse_overrides
+
+    task = want or load_task(args.task).with_overrides(parse_overrides(args.override or []))
     same = {"reward": cfg.reward == "true", "seed": cfg.seed == args.seed, "steps": cfg.steps == args.steps,
             "env": cfg.task.env == task.env, "ppo": cfg.task.ppo == task.ppo}
     if not all(same.values()):
@@ -438,7 +446,8 @@ def plot(rd: RunDir, out: Path) -> None:
 def table(args: argparse.Namespace, summary: dict, heldout: dict) -> str:
     base = summary.get("baseline", {})
     cmd = (f"python scripts/bench_atari.py --task {args.task} --steps {args.steps} --labels {args.labels} "
-           f"--seed {args.seed}" + (f" --query {args.query}" if args.query else ""))
+           f"--seed {args.seed}" + (f" --query {args.query}" if args.query else "")
+           + (f" --override {' '.join(args.override)}" if args.override else ""))
     lines = [
         f"Command: `{cmd}`",
         "",
@@ -524,6 +533,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--query", help="query selection of the learned arm (default: the preset's); the run dir gets "
                                     "it as a suffix")
+    ap.add_argument("--override", nargs="+", metavar="SECTION.KEY=VALUE",
+                    help="preset settings of the learned arm (prefrl train --override); the run dir gets them as a suffix")
     ap.add_argument("--reuse-true", type=Path, metavar="DIR",
                     help="copy the finished true-reward arm of an earlier run (its dir, or the learned arm's whose "
                          "baseline/ it is) instead of training it again; same env, PPO, seed and steps required")

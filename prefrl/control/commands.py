@@ -26,6 +26,30 @@ class TasksCommand:
         return names
 
 
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict:
+    """``SECTION.KEY=VALUE`` strings (VALUE in TOML: 4, 0.5, "novelty", [64, 64], true) -> a nested dict of
+    preset overrides; a bare ``KEY=VALUE`` sets a top-level key (e.g. ``steps``)."""
+    import tomllib
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise PrefrlError(f"--override {item!r}: expected SECTION.KEY=VALUE, e.g. reward_train.shift=4")
+        try:
+            parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value.strip()  # a bare word: a string (e.g. prefs.query=novelty)
+        *path, last = key.strip().split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise PrefrlError(f"--override {item!r}: `{part}` is set both as a value and as a section")
+        node[last] = parsed
+    return out
+
+
 @dataclass
 class TrainCommand:
     """Train PPO (or SAC: `--algo sac`, PEBBLE) on a reward learned from preferences (or on the true reward)."""
@@ -38,6 +62,9 @@ class TrainCommand:
     """Label budget (default: the preset's)."""
     query: str | None = None
     """Query selection (default: the preset's): disagreement, entropy, novelty or random."""
+    override: tuple[str, ...] = ()
+    """Preset settings to change, as SECTION.KEY=VALUE with a TOML value, e.g. `--override
+    reward_train.shift=4 prefs.pool_size=200` (checked like the preset file)."""
     steps: int | None = None
     """Env steps (default: the preset's). With --resume, a larger value extends the run."""
     seed: int | None = None
@@ -90,7 +117,9 @@ class TrainCommand:
             over["query"] = self.query
         if self.keep_frames:
             over["keep_frames"] = True
-        top: dict = {"prefs": over} if over else {}
+        top: dict = parse_overrides(self.override)
+        if over:
+            top["prefs"] = {**top.get("prefs", {}), **over}
         if self.algo is not None:
             top["algo"] = self.algo
         if self.on_alarm is not None:
@@ -125,11 +154,12 @@ class TrainCommand:
         cfg = load_run_config(self.run_dir)
         mon = cfg.task.monitor
         given = {"task": self.task, "oracle": self.oracle, "labels": self.labels, "query": self.query, "seed": self.seed,
-                 "reward": self.reward, "reward-model": self.reward_model, "algo": self.algo, "on-alarm": self.on_alarm}
+                 "reward": self.reward, "reward-model": self.reward_model, "algo": self.algo, "on-alarm": self.on_alarm,
+                 "override": " ".join(self.override) or None}
         recorded = {"task": None, "oracle": cfg.oracle, "labels": cfg.task.prefs.labels, "query": cfg.task.prefs.query,
                     "seed": cfg.seed,
                     "reward": cfg.reward, "reward-model": cfg.reward_model, "algo": cfg.task.algo,
-                    "on-alarm": mon.on_alarm if mon.enabled else "off"}
+                    "on-alarm": mon.on_alarm if mon.enabled else "off", "override": "(not allowed with --resume)"}
         changed = [k for k, v in given.items() if v is not None and (k == "task" or str(v) != str(recorded[k]))]
         if changed:
             flags = ", ".join(f"--{k} (run: {recorded[k]})" if k != "task" else "--task" for k in changed)

@@ -226,6 +226,9 @@ class TaskConfig:
         if self.reward_model.termination_input and self.env.episode == "terminate":
             raise PrefrlError("[reward_model] termination_input marks the terminations a wrapper hides; with "
                               '[env] episode = "terminate" none are hidden (use "fixed" or "truncate")')
+        if self.reward_train.shift and self.reward_model.kind != "cnn":
+            raise PrefrlError(f"[reward_train] shift = {self.reward_train.shift} moves image observations; the "
+                              f"`{self.reward_model.kind}` reward net reads vectors (use it with kind = \"cnn\", or shift = 0)")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -60,6 +60,11 @@ class RewardTrainConfig:
     """Validate every this many epochs, and after the last (early stopping counts validations, the
     best weights are chosen among validated epochs). With the 2 epochs of an Atari refit, validating
     after each costs as much as a third of the training; 2 validates once per refit."""
+    shift: int = 0
+    """Image observations only: shift each training clip by a random (dy, dx) of up to this many
+    pixels, the same for all its steps, edges repeated (the random shift of DrQ, Kostrikov et al.
+    2020, used for image reward models by SURF, Park et al. 2022): the net cannot tie a judgment to
+    exact pixel positions. 0: no augmentation. Validation and RL-time rewards never shift."""
     validation: str = "oob"
     """`oob`: every labeled comparison trains; each member validates and early-stops on its own
     out-of-bag comparisons (1/e per member, Christiano et al.'s per-predictor hold-out; needs >= 2
@@ -72,8 +77,27 @@ class RewardTrainConfig:
             raise PrefrlError("`batch_size`, `epochs` and `val_every` must be >= 1")
         if self.micro_batch is not None and (isinstance(self.micro_batch, bool) or self.micro_batch < 1):
             raise PrefrlError(f"`micro_batch` must be >= 1 or None, got {self.micro_batch!r}")
+        if isinstance(self.shift, bool) or not isinstance(self.shift, int) or self.shift < 0:
+            raise PrefrlError(f"`shift` must be a whole number of pixels >= 0, got {self.shift!r}")
         if self.validation not in ("shared", "oob"):
             raise PrefrlError(f"`validation` must be `shared` or `oob`, got `{self.validation}`")
+
+
+def random_shift(obs: torch.Tensor, pad: int, net: torch.nn.Module, rng: np.random.Generator) -> torch.Tensor:
+    """(B, T, *frame) image clips, each moved by its own random (dy, dx) in [-pad, pad], edge pixels
+    repeated into the uncovered border. The frame layout is the net's (``channels_last``: H, W, C;
+    else C, H, W or H, W)."""
+    if obs.dim() < 4:
+        raise PrefrlError(f"`shift` augments image observations; these are {tuple(obs.shape[2:])} per step")
+    last = bool(getattr(net, "channels_last", False))
+    h_dim, w_dim = (2, 3) if (last or obs.dim() == 4) else (3, 4)
+    h, w = obs.shape[h_dim], obs.shape[w_dim]
+    out = torch.empty_like(obs)
+    for b, (dy, dx) in enumerate(rng.integers(-pad, pad + 1, (len(obs), 2)).tolist()):
+        rows = (torch.arange(h) + dy).clamp_(0, h - 1)
+        cols = (torch.arange(w) + dx).clamp_(0, w - 1)
+        out[b] = obs[b].index_select(h_dim - 1, rows).index_select(w_dim - 1, cols)
+    return out
 
 
 def val_mask(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -159,9 +183,13 @@ class RewardTrainer:
         return self.ensemble.to_tensors({k: v[idx] for k, v in inputs.items()})
 
     def _member_loss(self, i: int, inputs: ArrayBatch, comps: Comparisons) -> torch.Tensor:
-        """Loss of member i on some comparisons: all clips of the minibatch in one forward pass."""
+        """Loss of member i on some comparisons: all clips of the minibatch in one forward pass
+        (each clip randomly shifted when ``shift``)."""
         both = np.concatenate([comps.left, comps.right])
-        rets = self.ensemble.member_clip_returns(i, self._batch(inputs, both))  # (2B,)
+        batch = self._batch(inputs, both)
+        if self.cfg.shift:
+            batch["obs"] = random_shift(batch["obs"], self.cfg.shift, self.ensemble.members[i], self.rng)
+        rets = self.ensemble.member_clip_returns(i, batch)  # (2B,)
         b = len(comps)
         return self.loss(
             rets[:b],

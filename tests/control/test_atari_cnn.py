@@ -29,3 +29,18 @@ def test_frame_conv_matches_plain_autograd(batch_norm: bool):
     for g, p in zip(grads, net.parameters()):
         assert p.grad.abs().sum() > 0
         torch.testing.assert_close(g, p.grad, rtol=1e-3, atol=1e-4 * float(p.grad.abs().max()))
+
+
+def test_cnn_embedding_is_the_heads_input_per_step():
+    torch.manual_seed(0)
+    spec = InputSpec(obs_shape=(4, 42, 42), act_shape=(), act_n=6, obs_dtype="uint8")
+    cfg = RewardModelConfig(kind="cnn", hidden=(16,), use_actions=False, dropout=0.0,
+                            options={"kernels": [6, 3], "strides": [3, 1], "channels": [8, 8]})
+    net = build_reward_net(cfg, spec).eval()
+    net.EVAL_CHUNK = 16  # several chunks
+    x = torch.randint(0, 255, (3, 10, 4, 42, 42), dtype=torch.uint8)
+    with torch.no_grad():
+        emb = net.embed({"obs": x})
+        assert emb.shape == (3, 10, 8 * 11 * 11)  # 42 -> 13 -> 11
+        # the head on the embedding gives the net's rewards: the embedding is what the reward is read from
+        torch.testing.assert_close(net.head(emb).squeeze(-1), net({"obs": x, "acts": torch.zeros(3, 10)}), rtol=1e-4, atol=1e-6)

@@ -237,6 +237,10 @@ def test_clips_longer_than_episodes_are_refused(tmp_path: Path):
     (["--steps", "0"], "--steps` must be an integer >= 1"),
     (["--labels", "40000", "--steps", "512"], "40000 labels are more than 512 env steps can feed"),
     (["--oracle", "synthetc"], "unknown oracle `synthetc`.*synthetic"),
+    (["--query", "novelyt"], "query must be one of.*did you mean `novelty`"),
+    (["--override", "reward_train.shif=2"], r"unknown key `shif`; did you mean `shift`"),
+    (["--override", "reward_train.shift=2"], r"shift = 2 moves image observations; the `mlp` reward net reads vectors"),
+    (["--override", "prefs"], "expected SECTION.KEY=VALUE"),
 ])
 def test_bad_flags_are_refused_before_anything_runs(tiny_preset: Path, tmp_path: Path, flags, match):
     run = tmp_path / "run"
@@ -340,3 +344,19 @@ def test_return_ratios_only_against_a_positive_true_return():
                                                                           "true_return_mean": 0.0}}
     add_ratios(s)
     assert s["eval_return_ratio"] is None and s["train_return_ratio"] is None
+
+
+def test_overrides_and_query_flag_reach_the_run_config(tiny_preset: Path, tmp_path: Path):
+    from prefrl.control.commands import parse_overrides
+
+    assert parse_overrides(["prefs.query=novelty", "prefs.pool_size=50", "reward_model.hidden=[8, 8]", "steps=10"]) == {
+        "prefs": {"query": "novelty", "pool_size": 50}, "reward_model": {"hidden": [8, 8]}, "steps": 10}
+    run = tmp_path / "run"
+    main(["train", "--task", str(tiny_preset), "--run-dir", str(run), "--steps", "1024", "--labels", "20",
+          "--query", "novelty", "--override", "prefs.novelty_bank=32", "reward_train.lr=0.002",
+          "--eval-episodes", "0", "--no-video"])
+    cfg = json.loads((run / "config.json").read_text())["task"]
+    assert cfg["prefs"]["query"] == "novelty" and cfg["prefs"]["novelty_bank"] == 32
+    assert cfg["reward_train"]["lr"] == 0.002
+    with pytest.raises(PrefrlError, match="--resume.*--query"):  # a resume cannot change what the run asks
+        main(["train", "--run-dir", str(run), "--resume", "--query", "random"])

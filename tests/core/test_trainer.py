@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from conftest import TINY_NET, TOY_SPEC
 from prefrl.core.ensemble import RewardEnsemble
 from prefrl.core.nets import InputSpec, RewardModelConfig
 from prefrl.core.query import disagreement, random_pairs, select_pairs
-from prefrl.core.trainer import RewardTrainConfig, RewardTrainer, val_mask
+from prefrl.core.trainer import RewardTrainConfig, RewardTrainer, random_shift, val_mask
 from prefrl.core.toy import toy_clips, toy_dataset
 from prefrl.core.types import Clips, Comparisons, PrefrlError
 
@@ -328,3 +329,55 @@ def test_micro_batches_give_the_minibatch_gradient(rng) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(PrefrlError, match="micro_batch"):
         RewardTrainConfig(micro_batch=0)
+
+
+@pytest.mark.parametrize("layout", ["hwc", "chw", "hw"])
+def test_random_shift_moves_each_clip_as_a_whole_by_at_most_pad_pixels(layout: str) -> None:
+    rng = np.random.default_rng(0)
+    net = types.SimpleNamespace(channels_last=layout == "hwc")
+    frames = torch.zeros(6, 5, 12, 12, dtype=torch.uint8)  # a dot at (5, 6) on every step
+    frames[:, :, 5, 6] = 255
+    obs = {"hwc": frames.unsqueeze(-1).repeat(1, 1, 1, 1, 3), "chw": frames.unsqueeze(2).repeat(1, 1, 3, 1, 1),
+           "hw": frames}[layout]
+    out = random_shift(obs, 2, net, rng)
+    assert out.shape == obs.shape and out.dtype == torch.uint8
+    plane = {"hwc": out[..., 0], "chw": out[:, :, 0], "hw": out}[layout]
+    moves = set()
+    for clip in plane:
+        at = [tuple(torch.nonzero(step == 255)[0].tolist()) for step in clip]
+        assert len(set(at)) == 1  # every step of a clip moves the same way
+        assert all(int((step == 255).sum()) == 1 for step in clip)  # nothing duplicated or lost in the middle
+        dy, dx = at[0][0] - 5, at[0][1] - 6
+        assert max(abs(dy), abs(dx)) <= 2
+        moves.add((dy, dx))
+    assert len(moves) > 1  # clips move differently
+    assert torch.equal(random_shift(obs, 0, net, rng), obs)
+    with pytest.raises(PrefrlError, match="image observations"):
+        random_shift(torch.zeros(2, 3, 4), 2, net, rng)
+    with pytest.raises(PrefrlError, match="shift"):
+        RewardTrainConfig(shift=-1)
+
+
+def test_a_cnn_fit_with_random_shifts_still_learns_the_reward(rng: np.random.Generator) -> None:
+    """Shift augmentation on: the CNN still learns to rank held-out clips by a reward that counts
+    bright steps (the fit sees shifted clips; scoring does not shift)."""
+    def clips(n: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        r = np.random.default_rng(seed)
+        obs = r.integers(0, 40, (n, 6, 4, 16, 16)).astype(np.uint8)
+        bright = r.random((n, 6)) < r.random((n, 1))  # clips differ in how many bright steps they hold
+        y, x = r.integers(3, 11, 2)
+        obs[bright, :, y : y + 3, x : x + 3] = 255
+        return {"obs": obs, "acts": np.zeros((n, 6), np.int64)}, bright.sum(axis=1).astype(float)
+
+    train, ret = clips(80, 1)
+    i, j = rng.integers(0, 80, (2, 240))
+    keep = ret[i] != ret[j]
+    comps = Comparisons(i[keep], j[keep], (ret[i[keep]] > ret[j[keep]]).astype(np.float32))
+    model = _cnn_ensemble()
+    RewardTrainer(model, RewardTrainConfig(epochs=15, batch_size=16, lr=3e-3, shift=2), rng).fit(train, comps)
+    test, ret_t = clips(60, 2)
+    pred = model.predict_clip_returns(test).mean(axis=1)
+    a, b = np.triu_indices(60, 1)
+    strict = ret_t[a] != ret_t[b]
+    acc = ((pred[a] - pred[b]) * np.sign(ret_t[a] - ret_t[b]) > 0)[strict].mean()
+    assert acc > 0.8
