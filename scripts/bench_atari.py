@@ -460,8 +460,10 @@ def table(args: argparse.Namespace, summary: dict, heldout: dict) -> str:
     rnd = heldout.get("random_policy")
     if rnd:
         zero = rnd["mean"]
-        gain = {k: ((summary.get(k) or zero) - zero, (base.get(k) or zero) - zero)
-                for k in ("true_return_mean", "eval_return_mean")}
+        def score(s: dict, k: str) -> float:  # a missing score counts as no gain; a score of 0 is a score
+            return zero if s.get(k) is None else s[k]
+
+        gain = {k: (score(summary, k) - zero, score(base, k) - zero) for k in ("true_return_mean", "eval_return_mean")}
         lines += ["", f"Gain over a uniformly random policy ({rnd['games']} games: {zero:.2f} ± {rnd['std']:.2f}):", "",
                   "| score | learned-reward gain | true-reward gain | learned / true |", "|---|---|---|---|"]
         for k, label in (("true_return_mean", "last games of training"), ("eval_return_mean", "eval")):
