@@ -13,8 +13,9 @@
   inputs) to the nearest embedding of a sample of asked clips' steps; clips are taken farthest
   first, each one joining the asked set before the next is chosen (greedy k-center, as in the
   k-center sampling of B-Pref, Lee et al. 2021, but per step: one rare event, a point won at
-  Pong, makes a clip novel). For events the ensemble has no opinion on yet, which disagreement
-  cannot find.
+  Pong, makes a clip novel). Meant for what the ensemble has no opinion on yet, which
+  disagreement cannot find; on Pong it changed what was labeled and the agent learned to score
+  (README, "Pong at 500k"), though replayed on one fixed pool it did not single out won points.
 """
 
 from __future__ import annotations
