@@ -174,7 +174,7 @@ def overhead(args: argparse.Namespace) -> dict:
         cmd = [sys.executable, "-m", "prefrl.cli", "train", "--task", args.task, "--seed", str(args.seed),
                "--steps", str(args.steps), "--reward", arm, "--run-dir", str(run), "--no-video", "--eval-episodes", "0"]
         if arm == "learned":
-            cmd += ["--labels", str(args.labels)]
+            cmd += list(_learned_flags(args))  # --labels, and --query / --override when given
         print(" ".join(cmd), flush=True)
         log = open(args.out / f"{run.name}.log", "w")
         procs[arm] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), time.perf_counter(), log)
