@@ -445,9 +445,8 @@ def plot(rd: RunDir, out: Path) -> None:
 
 def table(args: argparse.Namespace, summary: dict, heldout: dict) -> str:
     base = summary.get("baseline", {})
-    cmd = (f"python scripts/bench_atari.py --task {args.task} --steps {args.steps} --labels {args.labels} "
-           f"--seed {args.seed}" + (f" --query {args.query}" if args.query else "")
-           + (f" --override {' '.join(args.override)}" if args.override else ""))
+    cmd = (f"python scripts/bench_atari.py --task {args.task} --steps {args.steps} --seed {args.seed} "
+           + " ".join(_learned_flags(args)))
     lines = [
         f"Command: `{cmd}`",
         "",

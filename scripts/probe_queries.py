@@ -32,6 +32,7 @@ RULES = ("random", "disagreement", "entropy", "novelty")
 
 def novelty_bank(rd: RunDir, ens, size: int, per_clip: int, rng: np.random.Generator) -> np.ndarray:
     """(B, F) embeddings of ``per_clip`` random steps of random judged clips, at most ``size`` (as the engine's bank)."""
+    from prefrl.core.engine import sample_steps
     from prefrl.core.store import PreferenceStore
 
     with PreferenceStore(rd.path, create=False) as store:
@@ -40,10 +41,7 @@ def novelty_bank(rd: RunDir, ens, size: int, per_clip: int, rng: np.random.Gener
         out = []
         for s in range(0, len(ids), 32):
             inputs = store.load_clips(sorted(ids[s : s + 32].tolist())).model_inputs()
-            n, t = next(iter(inputs.values())).shape[:2]
-            at = np.stack([rng.choice(t, min(per_clip, t), replace=False) for _ in range(n)])
-            steps = {k: v[np.arange(n)[:, None], at].reshape(-1, 1, *v.shape[2:]) for k, v in inputs.items()}
-            out.append(ens.embed_steps(steps)[:, 0])
+            out.append(ens.embed_steps(sample_steps(inputs, per_clip, rng))[:, 0])
     return np.concatenate(out)[:size]
 
 

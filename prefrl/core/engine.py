@@ -181,6 +181,15 @@ class EngineReport:
     """Pairs asked and not answered yet (people)."""
 
 
+def sample_steps(inputs: dict[str, np.ndarray], per_clip: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``per_clip`` distinct random steps of each clip of ``inputs`` (leading (N, T)), as one-step clips
+    (N * per_clip, 1, ...): what the novelty query's bank keeps of an asked clip."""
+    n, t = next(iter(inputs.values())).shape[:2]
+    k = min(per_clip, t)
+    at = np.stack([rng.choice(t, k, replace=False) for _ in range(n)])  # (n, k)
+    return {name: v[np.arange(n)[:, None], at].reshape(n * k, 1, *v.shape[2:]) for name, v in inputs.items()}
+
+
 @dataclass
 class LabelingEngine:
     """Schedule, query selection, oracle, store and refits of one run (see the module docstring).
@@ -337,11 +346,7 @@ class LabelingEngine:
     def _bank_add(self, clips: Clips) -> None:
         """Add ``BANK_STEPS_PER_CLIP`` random steps of each of ``clips`` to the bank, keeping a uniform
         sample of at most ``novelty_bank`` steps."""
-        inputs = clips.model_inputs()
-        n, t = next(iter(inputs.values())).shape[:2]
-        k = min(self.BANK_STEPS_PER_CLIP, t)
-        at = np.stack([self.rng.choice(t, k, replace=False) for _ in range(n)])  # (n, k)
-        new = {name: v[np.arange(n)[:, None], at].reshape(n * k, 1, *v.shape[2:]) for name, v in inputs.items()}
+        new = sample_steps(clips.model_inputs(), self.BANK_STEPS_PER_CLIP, self.rng)
         new_emb = self.ensemble.embed_steps(new)[:, 0] if self._bank_emb is not None else None
         bank = self._bank or {}
         self._bank = {name: np.concatenate([bank[name], v]) if bank else v for name, v in new.items()}
