@@ -11,6 +11,7 @@ models), so settings compare on the same labels::
     python scripts/bench_atari.py --overhead --task pong-quick --steps 16384 --labels 300 --seed 0 --out bench_out/ovh
     python scripts/bench_atari_refits.py --run bench_out/ovh/overhead-pong-quick-16384-learned-s0 --fits 150,225,300
     python scripts/bench_atari_refits.py --run ... --fits 150,188,235,294,300 --initial-epochs 8 --train '{"val_every": 1}'
+    python scripts/bench_atari_refits.py --run ... --options '{"precision": "bfloat16"}'
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="epochs per refit; default: the run's [prefs] reward_epochs")
     ap.add_argument("--members", type=int, help="default: the run's [reward_model] members")
     ap.add_argument("--train", default="{}", help="JSON of [reward_train] fields to change, e.g. '{\"val_every\": 1}'")
+    ap.add_argument("--options", default="{}",
+                    help="JSON of [reward_model.options] to change, e.g. '{\"precision\": \"bfloat16\"}'")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--heldout-clips", type=int, default=400)
     args = ap.parse_args()
@@ -55,6 +58,7 @@ def main() -> None:
     cfg = load_run_config(args.run)
     task = cfg.task
     net = task.reward_model if args.members is None else dataclasses.replace(task.reward_model, members=args.members)
+    net = dataclasses.replace(net, options={**dict(net.options), **json.loads(args.options)})
     train_cfg = dataclasses.replace(task.reward_train, **json.loads(args.train))
     with PreferenceStore(args.run, create=False, readonly=True) as store:
         store.set_cache_mib(task.prefs.clip_cache_mib)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from prefrl.core.nets import InputSpec, RewardModelConfig, build_reward_net
+from prefrl.core.types import PrefrlError
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])
@@ -44,3 +45,38 @@ def test_cnn_embedding_is_the_heads_input_per_step():
         assert emb.shape == (3, 10, 8 * 11 * 11)  # 42 -> 13 -> 11
         # the head on the embedding gives the net's rewards: the embedding is what the reward is read from
         torch.testing.assert_close(net.head(emb).squeeze(-1), net({"obs": x, "acts": torch.zeros(3, 10)}), rtol=1e-4, atol=1e-6)
+
+
+def test_bfloat16_convolutions_track_float32_and_keep_float32_weights():
+    """``precision = "bfloat16"``: the same weights give rewards within bfloat16 rounding of float32's,
+    gradients that point the same way, float32 rewards, weights and gradients; an unknown name is refused."""
+    torch.manual_seed(0)
+    spec = InputSpec(obs_shape=(42, 42, 4), act_shape=(), act_n=6, obs_dtype="uint8")
+    nets = {}
+    for precision in ("float32", "bfloat16"):
+        cfg = RewardModelConfig(kind="cnn", hidden=(16,), use_actions=False, dropout=0.0,
+                                options={"kernels": [6, 3], "strides": [3, 1], "channels": [8, 8], "precision": precision})
+        nets[precision] = build_reward_net(cfg, spec).train()
+    nets["bfloat16"].load_state_dict(nets["float32"].state_dict())
+    nets["bfloat16"].INPUT_CHUNK = 32  # several chunks in forward and backward
+    x = torch.randint(0, 255, (3, 30, 42, 42, 4), dtype=torch.uint8)
+    outs, grads = {}, {}
+    for name, net in nets.items():
+        outs[name] = net({"obs": x, "acts": torch.zeros(3, 30)})
+        outs[name].pow(2).sum().backward()
+        grads[name] = [p.grad for p in net.parameters()]
+    assert outs["bfloat16"].dtype == torch.float32
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in nets["bfloat16"].parameters())
+    scale = float(outs["float32"].detach().abs().mean())
+    assert float((outs["bfloat16"] - outs["float32"]).detach().abs().mean()) < 0.03 * scale
+    for g32, g16 in zip(grads["float32"], grads["bfloat16"]):
+        cos = float(torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0))
+        assert cos > 0.95, f"gradient of shape {tuple(g32.shape)}: cosine {cos:.3f} with float32's"
+    net = nets["bfloat16"].eval()
+    with torch.no_grad():  # eval mode, several chunks: the same rewards as one pass
+        whole = net({"obs": x, "acts": torch.zeros(3, 30)})
+        net.EVAL_CHUNK = 16
+        torch.testing.assert_close(net({"obs": x, "acts": torch.zeros(3, 30)}), whole)
+        assert whole.dtype == torch.float32
+    with pytest.raises(PrefrlError, match="did you mean `bfloat16`"):
+        build_reward_net(RewardModelConfig(kind="cnn", options={"precision": "bfloat"}), spec)
