@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -84,6 +86,23 @@ class CNNOptions:
         return CNNOptions(**d)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 convolutions natively (oneDNN's check: AVX512-BF16 or AMX);
+    True when torch cannot tell."""
+    check = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else True
+    except RuntimeError:
+        return True
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    warnings.warn("cnn: `precision = \"bfloat16\"` on a CPU without native bfloat16 (AVX512-BF16 or AMX): "
+                  "it is emulated and likely slower than float32; set [reward_model.options] precision = \"float32\"",
+                  UserWarning, stacklevel=3)
+
+
 def _layout(obs_shape: tuple[int, ...], channels_last: bool | None) -> tuple[int, int, int, bool]:
     """(C, H, W, channels_last) of an observation shape: (H, W), (C, H, W) or (H, W, C)."""
     if len(obs_shape) == 2:
@@ -115,6 +134,8 @@ class CNNRewardNet(nn.Module):
         c, h, w, self.channels_last = _layout(tuple(spec.obs_shape), opts.channels_last)
         self.scale = 1.0 / 255.0 if spec.obs_dtype == "uint8" else 1.0
         self.compute_dtype = PRECISIONS[opts.precision]
+        if self.compute_dtype == torch.bfloat16 and not cpu_has_native_bf16():
+            _warn_emulated_bf16()
         in_c = c
         drop = cfg.dropout if opts.conv_dropout is None else opts.conv_dropout
         layers: list[nn.Module] = []

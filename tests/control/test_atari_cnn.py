@@ -80,3 +80,15 @@ def test_bfloat16_convolutions_track_float32_and_keep_float32_weights():
         assert whole.dtype == torch.float32
     with pytest.raises(PrefrlError, match="did you mean `bfloat16`"):
         build_reward_net(RewardModelConfig(kind="cnn", options={"precision": "bfloat"}), spec)
+
+
+def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch: pytest.MonkeyPatch):
+    from prefrl.core import cnn
+
+    monkeypatch.setattr(cnn, "cpu_has_native_bf16", lambda: False)
+    cnn._warn_emulated_bf16.cache_clear()
+    spec = InputSpec(obs_shape=(42, 42, 4), act_shape=(), act_n=6, obs_dtype="uint8")
+    cfg = RewardModelConfig(kind="cnn", options={"kernels": [6, 3], "strides": [3, 1], "channels": [8, 8], "precision": "bfloat16"})
+    with pytest.warns(UserWarning, match='emulated and likely slower than float32; set .* precision = "float32"'):
+        build_reward_net(cfg, spec)
+    cnn._warn_emulated_bf16.cache_clear()
