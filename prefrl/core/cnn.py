@@ -213,14 +213,10 @@ class CNNRewardNet(nn.Module):
             x = x.permute(0, 3, 1, 2)  # (N, C, H, W) view of NHWC memory
         first = self.conv[0]
         weight = first.weight * self.scale if self.scale != 1.0 else first.weight
-        if self.compute_dtype == torch.float32:
-            y = _FrameConv.apply(x, weight, first.bias, first.stride, first.padding, self.INPUT_CHUNK)
-            return self.conv[1:](y)
-        bias = None if first.bias is None else first.bias.to(self.compute_dtype)
-        y = _FrameConv.apply(x, weight.to(self.compute_dtype), bias, first.stride, first.padding, self.INPUT_CHUNK)
-        with torch.autocast(y.device.type, dtype=self.compute_dtype):
+        y = _FrameConv.apply(x, weight, first.bias, first.stride, first.padding, self.INPUT_CHUNK, self.compute_dtype)
+        with torch.autocast(y.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
             feats = self.conv[1:](y)
-        return feats.float()  # the head, rewards and the loss in float32
+        return feats.float()  # the head, rewards and the loss in float32 (a no-op in float32)
 
 
 def _float_chunks(x: torch.Tensor, chunk: int, dtype: torch.dtype) -> Iterator[tuple[int, torch.Tensor]]:
@@ -236,28 +232,30 @@ class _FrameConv(torch.autograd.Function):
     Autograd would keep the whole float copy of the batch for the weight gradient (90 MB for
     800 stacked 84x84 frames); this keeps the frames as they came (uint8: a quarter of that)
     and converts them again, chunk by chunk, in the backward pass. No gradient flows to the
-    frames themselves. Frames are converted to the weight's dtype (float32 or bfloat16: both
-    hold the integers 0-255 exactly); the weight gradient is summed over chunks in float32.
+    frames themselves. Frames, weight and bias are converted to ``dtype`` (float32 or bfloat16:
+    both hold the integers 0-255 exactly); the output is in ``dtype``, while the weight and bias
+    gradients are summed in float32 and returned in their parameters' dtype.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, chunk):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, stride, padding, chunk, dtype):  # type: ignore[override]
         ctx.save_for_backward(x, weight)
-        ctx.conf = (bias is not None, stride, padding, chunk)
-        parts = [F.conv2d(xf, weight, bias, stride, padding) for _, xf in _float_chunks(x, chunk, weight.dtype)]
+        ctx.conf = (bias is not None, stride, padding, chunk, dtype)
+        w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+        parts = [F.conv2d(xf, w, b, stride, padding) for _, xf in _float_chunks(x, chunk, dtype)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
         x, weight = ctx.saved_tensors
-        has_bias, stride, padding, chunk = ctx.conf
+        has_bias, stride, padding, chunk, dtype = ctx.conf
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         if grad_w is not None:
-            for s, xf in _float_chunks(x, chunk, weight.dtype):
+            for s, xf in _float_chunks(x, chunk, dtype):
                 grad_w += torch.nn.grad.conv2d_weight(xf, weight.shape, grad[s : s + chunk], stride, padding)
             grad_w = grad_w.to(weight.dtype)
-        grad_b = grad.sum(dim=(0, 2, 3), dtype=torch.float32).to(grad.dtype) if has_bias and ctx.needs_input_grad[2] else None
-        return None, grad_w, grad_b, None, None, None
+        grad_b = grad.sum(dim=(0, 2, 3), dtype=torch.float32) if has_bias and ctx.needs_input_grad[2] else None
+        return None, grad_w, grad_b, None, None, None, None
 
 
 @register_reward_net("cnn")
