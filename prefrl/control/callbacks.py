@@ -4,8 +4,9 @@
 rollout and checkpoints every ``checkpoint_every`` rollouts (both arms).
 ``PreferenceCallback`` adds the preference loop: between rollouts it hands the engine the
 env-step count and the clip pool (views of the collector's ring, with each clip's serial
-number so the engine scores a clip once between refits), and when the engine refit the
-reward model, gives the new reward to the env wrapper. ``_on_step`` does nothing, so the loop costs nothing per step.
+number so the engine scores a clip once between refits, and the member returns of the clips
+the deferred rollout scoring already scored with the current model, so those are not scored
+again), and when the engine refit the reward model, gives the new reward to the env wrapper. ``_on_step`` does nothing, so the loop costs nothing per step.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class PreferenceCallback(ProgressCallback):
         self.collector: ClipCollector = wrapper.collector  # type: ignore[assignment]
         self.report = EngineReport(timesteps=0)
         self._rollout_pool = None  # this rollout's view of the pool, shared by the engine and the progress row
+        self._known: dict = {}  # this rollout's pool clips whose returns the rollout scoring gave (by serial)
 
     def pool(self, copy: bool = True):
         return self.collector.clips(copy=copy) if len(self.collector) >= 2 else None
@@ -125,10 +127,13 @@ class PreferenceCallback(ProgressCallback):
     def _on_rollout_end(self) -> None:
         settle_rewards(self.model, self.wrapper, self.locals)
         # views of the collector's ring (no copy): the env does not step until this returns; the
-        # engine copies the clips it stores, and predictions are cached by clip serial number
+        # engine copies the clips it stores, and predictions are cached by clip serial number; the
+        # clips whose steps the deferred scoring just scored with this model are not scored again
         self._rollout_pool = self.pool(copy=False)
+        self._known = self.collector.scored_returns(self.engine.ensemble.revision)
         try:
-            self.report = self.engine.step(self.num_timesteps, self._rollout_pool, keys=self.collector.keys())
+            self.report = self.engine.step(self.num_timesteps, self._rollout_pool, keys=self.collector.keys(),
+                                           known=self._known)
             if self.report.refit is not None:
                 self.wrapper.set_reward_fn(self.engine.ensemble.step_fn())
             if self.bar is not None:
@@ -136,7 +141,7 @@ class PreferenceCallback(ProgressCallback):
                                  waiting=self.report.outstanding or None)
             super()._on_rollout_end()
         finally:
-            self._rollout_pool = None  # no second copy of the pool held between rollouts
+            self._rollout_pool, self._known = None, {}  # no second copy of the pool held between rollouts
 
     def row(self) -> dict:
         row = super().row()
@@ -158,7 +163,7 @@ class PreferenceCallback(ProgressCallback):
         if len(self.collector) < 10:
             return float("nan")
         pool = self._rollout_pool if self._rollout_pool is not None else self.collector.clips(copy=False)
-        pred = self.engine.clip_returns(pool, self.collector.keys(), normalised=True).mean(axis=1)
+        pred = self.engine.clip_returns(pool, self.collector.keys(), normalised=True, known=self._known).mean(axis=1)
         true = pool.true_returns()
         if np.std(pred) == 0 or np.std(true) == 0:
             return float("nan")

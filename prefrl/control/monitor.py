@@ -103,8 +103,11 @@ class MonitorCallback(BaseCallback):
         return self.stop_requested is None
 
     # ---- measuring -------------------------------------------------------------------------
-    def newest_clips(self) -> Clips | None:
-        """This rollout's clips (a random subset of at most ``clips_per_update``) from the pool."""
+    def newest_clips(self) -> tuple[Clips, np.ndarray | None] | None:
+        """This rollout's clips (a random subset of at most ``clips_per_update``) from the pool, and
+        their (n, M) member returns under the current model, served by the engine's pool predictions
+        (the pool was scored for this rollout's queries and row; None when the collector has no
+        serial numbers)."""
         col = self.pref.collector
         pool = self.pref._rollout_pool  # this rollout's pool (views of the ring), held while the row is written
         last, self.seen_clips = self.seen_clips, col.total_clips
@@ -114,10 +117,15 @@ class MonitorCallback(BaseCallback):
         keep = min(self.cfg.clips_per_update, len(idx), self._per_update_cap(col.clip_nbytes))
         if keep < len(idx):
             idx = self.rng.choice(idx, keep, replace=False)
-        sub = pool[np.sort(idx)]  # fancy indexing copies out of the ring
+        idx = np.sort(idx)
+        sub = pool[idx]  # fancy indexing copies out of the ring
+        keys = getattr(col, "keys", None)
+        returns = None
+        if keys is not None:
+            returns = self.pref.engine.clip_returns(pool, keys(), known=self.pref._known)[idx]
         # frames only when the flagged clips may be shown to people (`ask` with a viewer)
         keep_frames = self.cfg.on_alarm == "ask" and self.pref.engine.keep_frames
-        return Clips(sub.obs, sub.acts, sub.true_rew, sub.frames if keep_frames else None)
+        return Clips(sub.obs, sub.acts, sub.true_rew, sub.frames if keep_frames else None), returns
 
     @staticmethod
     def _new_indices(col, n_pool: int, last: int) -> np.ndarray:
@@ -144,13 +152,14 @@ class MonitorCallback(BaseCallback):
         if engine.n_refits != self._level_refit:  # a refit since the last row (PEBBLE writes rows between refits)
             self.labeled_level = self._labeled_level()
             self._level_refit = engine.n_refits
-        newest = self.newest_clips()
+        got = self.newest_clips()
+        newest, newest_returns = (None, None) if got is None else got
         if newest is not None:
             self.window = (self.window + [PackedClips(newest)])[-self.cfg.window:]
             self._window_returns = (self._window_returns + [None])[-self.cfg.window:]
         values = {"rank_corr": float("nan"), "divergence": float("nan"), "ood_ratio": float("nan")}
         if self.window:
-            members = self._window_member_returns()  # (n, M) each
+            members = self._window_member_returns(newest_returns)  # (n, M) each
             if all(c.true_rew is not None for c in self.window):
                 true = [c.true_returns() for c in self.window]
                 self.true_spread = max(self.true_spread, float(np.std(true[-1])))
@@ -168,13 +177,16 @@ class MonitorCallback(BaseCallback):
             self._react(t)
         return {f"monitor_{k}": values.get(k, float("nan")) for k in SIGNALS} | {"monitor_alarm": int(step.alarm)}
 
-    def _window_member_returns(self) -> list[np.ndarray]:
+    def _window_member_returns(self, newest: np.ndarray | None = None) -> list[np.ndarray]:
         """(n, M) member clip returns of each window entry under the current model; entries scored
         since the last refit are served from ``_window_returns`` (the same numbers: the model has
-        not changed), so each clip goes through the model once between refits."""
+        not changed), so each clip goes through the model once between refits. ``newest``: the
+        returns of the entry just added, when the engine had them."""
         engine = self.pref.engine
         if engine.n_refits != self._returns_refit:  # a new model: every entry is scored again
             self._window_returns, self._returns_refit = [None] * len(self.window), engine.n_refits
+        if newest is not None and self._window_returns:
+            self._window_returns[-1] = newest
         self._window_returns = [engine.ensemble.predict_clip_returns(c.clips().model_inputs()) if r is None else r
                                 for c, r in zip(self.window, self._window_returns)]
         return self._window_returns  # type: ignore[return-value]

@@ -11,7 +11,10 @@ With ``defer`` on (PPO without reward normalisation: ``PreferenceCallback`` turn
 rollout in large batches at its end, and the callback adds those rewards to PPO's rollout
 buffer before advantages are recomputed. PPO reads rewards only after the rollout, so the
 result is the same reward from the same model, at half the cost for a CNN reward model
-(a forward pass over 8 frames costs ~2x per frame what one over 256 does on CPU).
+(a forward pass over 8 frames costs ~2x per frame what one over 256 does on CPU). With an
+ensemble's ``StepReward``, ``settle()`` also hands each step's member rewards to the collector,
+so the clips of the rollout come with their member returns (``ClipCollector.scored_returns``)
+and query selection does not score them again.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
+from prefrl.core.ensemble import StepReward
 from prefrl.core.types import Clips
 
 RewardFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -48,7 +52,9 @@ class ClipCollector:
     the pool then keeps ``capacity = min(pool_size, max_bytes // clip_nbytes)`` clips (at
     least 2). ``clips()`` copies the pool (its peak is then twice that); ``clips(copy=False)``
     gives views, valid until the next ``add``. Each clip has a serial number (``keys()``),
-    so a learner can cache predictions of clips it has already scored.
+    so a learner can cache predictions of clips it has already scored. Member rewards of the
+    steps, scored after they were added (``attach_scores``, by a deferred rollout scoring), stay
+    beside the clips: ``scored_returns`` gives the member returns of the clips one model scored whole.
 
     Args:
         n_envs: number of parallel envs.
@@ -73,22 +79,82 @@ class ClipCollector:
         self._keys: list[int] = []  # serial number of the clip in each ring slot
         self._next = 0  # ring-buffer write position
         self.total_clips = 0
+        # member rewards of the steps, attached after the fact (``attach_scores``): the run's steps
+        # since the last attach, as (token of the clip being cut, position) per env; the clip tokens
+        # of each env's clip in progress and of each ring slot; (T, M) rewards and (T,) revisions
+        self._log: list[list[tuple[int, int]]] = []
+        self._tokens = 0
+        self._cur_token = [self._new_token() for _ in range(n_envs)]
+        self._cur_scores: list[dict[int, tuple[np.ndarray, int]]] = [{} for _ in range(n_envs)]
+        self._slot_token: list[int] = []
+        self._token_slot: dict[int, int] = {}
+        self._scores: np.ndarray | None = None  # (capacity, T, M) float32
+        self._revisions: np.ndarray | None = None  # (capacity, T) int64, -1: not scored
+        self._n_members = 0
+
+    def _new_token(self) -> int:
+        self._tokens += 1
+        return self._tokens
+
+    def _restart(self, i: int) -> None:
+        self._cur[i] = []
+        self._cur_token[i] = self._new_token()
+        self._cur_scores[i] = {}
 
     def reset_env(self, i: int) -> None:
-        self._cur[i] = []
+        self._restart(i)
+        self._log = []  # steps before a reset are never scored here
 
     def add(self, obs: np.ndarray, acts: np.ndarray, rews: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
         """One vector step: obs (B, ...) before the action, acts (B, ...), true rews (B,), dones (B,)."""
+        where = []
         for i in range(self.n_envs):
             frame = infos[i].get("frame") if self.keep_frames else None
+            where.append((self._cur_token[i], len(self._cur[i])))
             self._cur[i].append((obs[i], acts[i], float(rews[i]), frame))
             if len(self._cur[i]) == self.clip_length:
-                self._emit(self._cur[i])
-                self._cur[i] = []
+                self._emit(self._cur[i], self._cur_token[i], self._cur_scores[i])
+                self._restart(i)
             if dones[i]:
-                self._cur[i] = []  # a clip never crosses an episode boundary
+                self._restart(i)  # a clip never crosses an episode boundary
+        self._log.append(where)
 
-    def _emit(self, steps: list[tuple]) -> None:
+    def attach_scores(self, raw: np.ndarray, revision: int) -> None:
+        """The member rewards of the last ``len(raw)`` vector steps added: (steps, n_envs, M), by the
+        model of ``revision``. A clip whose steps all carry the same revision has its member returns
+        without scoring (``scored_returns``). Steps of clips cut away since are dropped."""
+        raw = np.asarray(raw, np.float32)
+        log, self._log = self._log[len(self._log) - len(raw):] if len(raw) <= len(self._log) else [], []
+        if not log:
+            return
+        self._n_members = raw.shape[-1]
+        self._alloc_scores()
+        for k, where in enumerate(log):
+            for i, (token, pos) in enumerate(where):
+                if token == self._cur_token[i]:
+                    self._cur_scores[i][pos] = (raw[k, i], revision)
+                elif token in self._token_slot and self._scores is not None:
+                    slot = self._token_slot[token]
+                    self._scores[slot, pos] = raw[k, i]
+                    self._revisions[slot, pos] = revision  # type: ignore[index]
+
+    def _alloc_scores(self) -> None:
+        """The score ring beside the clip ring, once both the members and the capacity are known."""
+        if self._scores is None and self._n_members and self._ring:
+            self._scores = np.zeros((self.capacity, self.clip_length, self._n_members), np.float32)
+            self._revisions = np.full((self.capacity, self.clip_length), -1, np.int64)
+
+    def scored_returns(self, revision: int) -> dict[int, np.ndarray]:
+        """{serial number: (M,) raw member returns} of the pool's clips whose every step was scored
+        by the model of ``revision`` (``attach_scores``)."""
+        if self._scores is None or self._revisions is None:
+            return {}
+        n = len(self._keys)
+        whole = (self._revisions[:n] == revision).all(axis=1)
+        sums = self._scores[:n].sum(axis=1)
+        return {self._keys[s]: sums[s] for s in np.flatnonzero(whole)}
+
+    def _emit(self, steps: list[tuple], token: int = 0, scores: dict[int, tuple[np.ndarray, int]] | None = None) -> None:
         clip = (
             np.stack([s[0] for s in steps]),
             np.stack([s[1] for s in steps]),
@@ -105,8 +171,18 @@ class ClipCollector:
                 ring[self._next] = a
         if len(self._keys) < self.capacity:
             self._keys.append(self.total_clips)
+            self._slot_token.append(token)
         else:
             self._keys[self._next] = self.total_clips
+            self._token_slot.pop(self._slot_token[self._next], None)
+            self._slot_token[self._next] = token
+        self._token_slot[token] = self._next
+        self._alloc_scores()
+        if self._scores is not None and self._revisions is not None:
+            self._revisions[self._next] = -1
+            for pos, (r, rev) in (scores or {}).items():
+                self._scores[self._next, pos] = r
+                self._revisions[self._next, pos] = rev
         self._next = (self._next + 1) % self.capacity
         self.total_clips += 1
 
@@ -209,18 +285,31 @@ class LearnedRewardVecEnv(VecEnvWrapper):
     def settle(self, chunk: int = 128) -> np.ndarray:
         """Score the steps taken since the last call (deferred mode): (steps, n_envs) float32 rewards.
 
-        The steps go through the reward model ``chunk`` at a time (x n_envs frames per pass).
+        The steps go through the reward model ``chunk`` at a time (x n_envs frames per pass). With a
+        ``StepReward``, the members' raw rewards go to the collector (``attach_scores``) as well.
         """
         pending, self._pending = self._pending, []
         if not pending or self.reward_fn is None:
             return np.zeros((len(pending), self.num_envs), np.float32)
         n, b = len(pending), self.num_envs
         out = np.empty((n, b), np.float32)
+        fn = self.reward_fn
+        keep = isinstance(fn, StepReward) and self.collector is not None  # the members' rewards, for the pool
+        raw = np.empty((n, b, 0), np.float32)
         for s in range(0, n, chunk):
             part = pending[s : s + chunk]
             obs = np.concatenate([p[0] for p in part])
             acts = np.concatenate([np.asarray(p[1]).reshape(b, *np.shape(p[1])[1:]) for p in part])
-            out[s : s + len(part)] = np.asarray(self.reward_fn(obs, acts), np.float32).reshape(len(part), b)
+            if keep:
+                members = fn.members(obs, acts)  # (len(part) * b, M)
+                if s == 0:
+                    raw = np.empty((n, b, members.shape[-1]), np.float32)
+                raw[s : s + len(part)] = members.reshape(len(part), b, -1)
+                out[s : s + len(part)] = fn.combine(members).reshape(len(part), b)
+            else:
+                out[s : s + len(part)] = np.asarray(fn(obs, acts), np.float32).reshape(len(part), b)
+        if keep:
+            self.collector.attach_scores(raw, fn.revision)  # type: ignore[union-attr]
         for k, (_, _, dones) in enumerate(pending):
             self._account(out[k], dones)
         return out

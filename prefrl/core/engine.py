@@ -19,7 +19,7 @@ from __future__ import annotations
 import difflib
 import math
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -228,6 +228,10 @@ class LabelingEngine:
         self._returns: dict[Hashable, np.ndarray] = {}
         """Raw (M,) clip returns of pool clips under the current model, by the learner's clip key;
         emptied by every refit."""
+        self._asked_returns: dict[int, np.ndarray] = {}
+        """Raw (M,) returns of clips asked about, under the current model, by store id (the pool's
+        cached ones, taken when they were stored): a refit's score on judgments it was not fit on
+        reads them instead of scoring the clips again. Emptied by every refit."""
         self._embeddings: dict[Hashable, np.ndarray] = {}
         """(T, F) step embeddings of pool clips under the current model, by clip key (novelty query);
         emptied by every refit."""
@@ -260,13 +264,15 @@ class LabelingEngine:
         return max(0, self.schedule.initial - self.asked())
 
     # ---- pool predictions ------------------------------------------------------------------
-    def clip_returns(self, pool: Items, keys: Sequence[Hashable] | None = None, normalised: bool = False) -> np.ndarray:
+    def clip_returns(self, pool: Items, keys: Sequence[Hashable] | None = None, normalised: bool = False,
+                     known: Mapping[Hashable, np.ndarray] | None = None) -> np.ndarray:
         """(N, M) clip returns of the current reward model on ``pool``: raw, or at the RL-time scale.
 
         With ``keys`` (one stable id per clip, e.g. the collector's serial numbers), each clip is
         scored once between refits: clips already scored are served from the cache, only new
         ones go through the model, and keys no longer in the pool are dropped. A refit empties
-        the cache.
+        the cache. ``known``: {key: (M,) raw returns} the caller already has from the current
+        model (a learner's rollout scoring), taken instead of scoring those clips.
         """
         if keys is None:
             raw = self.ensemble.predict_clip_returns(pool.model_inputs(), normalised=False)
@@ -274,6 +280,8 @@ class LabelingEngine:
             keys = list(keys)
             if len(keys) != len(pool):
                 raise PrefrlError(f"clip_returns: {len(keys)} keys for a pool of {len(pool)} clips")
+            if known:
+                self._returns.update((k, known[k]) for k in keys if k not in self._returns and k in known)
             missing = [i for i, k in enumerate(keys) if k not in self._returns]
             if missing:
                 fresh = self.ensemble.predict_clip_returns(pool[np.array(missing)].model_inputs(), normalised=False)
@@ -287,21 +295,24 @@ class LabelingEngine:
         return self.ensemble.normalise_clip_returns(raw, length)
 
     # ---- asking ----------------------------------------------------------------------------
-    def ask(self, pool: Items, n: int, method: str | None = None, keys: Sequence[Hashable] | None = None) -> int:
+    def ask(self, pool: Items, n: int, method: str | None = None, keys: Sequence[Hashable] | None = None,
+            known: Mapping[Hashable, np.ndarray] | None = None) -> int:
         """Select ``n`` pairs over ``pool`` (by the configured query method), store their clips, ask the oracle.
 
-        ``keys``: stable ids of the pool's clips, so their predictions are cached between refits.
+        ``keys``: stable ids of the pool's clips, so their predictions are cached between refits;
+        ``known``: as ``clip_returns``.
         """
         if n <= 0 or len(pool) < 2:
             return 0
         if pool.true_rew is not None:
             self.oracle.calibrate(pool.true_returns())
         method = method or self.cfg.query
-        returns = self.clip_returns(pool, keys) if keys is not None and method in ("disagreement", "entropy") else None
+        use_returns = keys is not None and method in ("disagreement", "entropy")
+        returns = self.clip_returns(pool, keys, known=known) if use_returns else None
         embeddings = (self.pool_embeddings(pool, keys), self.bank_embeddings()) if method == "novelty" else None
         pairs, scores = select_pairs(method, n, pool.model_inputs(), self.rng, self.ensemble,
                                      pool_factor=self.cfg.pool_factor, returns=returns, embeddings=embeddings)
-        return self._ask_pairs(pool, pairs, scores)
+        return self._ask_pairs(pool, pairs, scores, keys)
 
     # ---- the novelty query's embeddings ----------------------------------------------------
     BANK_STEPS_PER_CLIP = 4
@@ -372,7 +383,8 @@ class LabelingEngine:
     """Clips stored, and pairs asked, per batch: each batch copies its clips out of the pool, so
     only this many are copied at once (32 Atari clips: 23 MB) however many labels are due."""
 
-    def _ask_pairs(self, clips: Items, pairs: np.ndarray, scores: np.ndarray | None) -> int:
+    def _ask_pairs(self, clips: Items, pairs: np.ndarray, scores: np.ndarray | None,
+                   keys: Sequence[Hashable] | None = None) -> int:
         if len(pairs) == 0:
             return 0
         used = np.unique(pairs)
@@ -387,6 +399,8 @@ class LabelingEngine:
             if novelty:
                 self._bank_add(part)
         ids = np.concatenate(ids)
+        if keys is not None:  # what the pool's cache holds of them, for the next refit's score on new judgments
+            self._asked_returns.update((int(cid), self._returns[keys[u]]) for cid, u in zip(ids, used) if keys[u] in self._returns)
         pos = np.full(int(used.max()) + 1, -1)
         pos[used] = np.arange(len(used))
         store_pairs = np.stack([ids[pos[pairs[:, 0]]], ids[pos[pairs[:, 1]]]], axis=1)
@@ -434,11 +448,14 @@ class LabelingEngine:
         """Judgments that arrived after the current model's fit."""
         return len(self.store.judgments(since_id=self.fit_judgment_id))
 
-    def refit(self, epochs: int | None = None, ref: Items | None = None) -> dict[str, float]:
+    def refit(self, epochs: int | None = None, ref: Items | None = None,
+              ref_keys: Sequence[Hashable] | None = None) -> dict[str, float]:
         """Fit the ensemble on every judgment so far and renormalise its output on ``ref`` (recent clips).
 
         Returns the trainer's metrics ({} when there is nothing labeled yet). The pool predictions
-        cached by ``clip_returns`` are dropped: they belong to the model before the fit.
+        cached by ``clip_returns`` are dropped: they belong to the model before the fit. With
+        ``ref_keys`` (``ref``'s clip ids, as ``clip_returns`` takes them), the new model's returns of
+        ``ref``, scored for the normalisation, fill that cache.
         """
         js_last = self.store.last_judgment_id()  # read first: a judgment arriving meanwhile triggers another refit
         n_new = len(self.store.judgments(since_id=self.fit_judgment_id)) if self.n_refits else 0
@@ -448,51 +465,64 @@ class LabelingEngine:
         if clips is None or len(comps.labeled()) == 0:
             return {}
         inputs = clips.model_inputs()
-        before = self._score_new(inputs, comps, n_new)
-        self._returns, self._embeddings, self._bank_emb = {}, {}, None
+        before = self._score_new(inputs, comps, n_new, getattr(clips, "ids", None))
+        self._returns, self._embeddings, self._bank_emb, self._asked_returns = {}, {}, None, {}
         m = self.trainer.fit(inputs, comps, epochs=epochs or self.cfg.reward_epochs)
         m.update(before)
         if "reward/new_accuracy" in before:
             self.new_scores.append((before["reward/new_count"], before["reward/new_accuracy"]))
-        self.ensemble.update_normalisation((ref if ref is not None and len(ref) else clips).model_inputs())
+        use_ref = ref is not None and len(ref) > 0
+        raw = self.ensemble.update_normalisation((ref if use_ref else clips).model_inputs())
+        if use_ref and ref_keys is not None and len(ref_keys) == len(raw):
+            self._returns = dict(zip(ref_keys, raw))
         self.store.set_meta(Meta.FIT_JUDGMENT_ID.value, js_last)
         self.n_refits += 1
         self.metrics.update(m)
         self.metrics["reward/refits"] = float(self.n_refits)
         return m
 
-    def _score_new(self, inputs: dict[str, np.ndarray], comps: Comparisons, n_new: int) -> dict[str, float]:
+    def _score_new(self, inputs: dict[str, np.ndarray], comps: Comparisons, n_new: int,
+                   ids: np.ndarray | None = None) -> dict[str, float]:
         """The current model scored on the judgments it has not been fit on yet (held out by time).
 
         Comparisons are in judgment order, so the newest ``n_new`` are those after the last fit.
-        Before the first refit there is no model to score. Returns ``reward/new_accuracy``,
-        ``reward/new_loss`` and ``reward/new_count`` (strict preferences scored), or {}.
+        Before the first refit there is no model to score. ``ids``: the store ids of ``inputs``' clips;
+        when the returns of all the new judgments' clips were cached as they were asked, those are
+        read instead of scoring the clips. Returns ``reward/new_accuracy``, ``reward/new_loss`` and
+        ``reward/new_count`` (strict preferences scored), or {}.
         """
         if n_new <= 0:
             return {}
         new = comps[np.arange(len(comps) - min(n_new, len(comps)), len(comps))].labeled()
         if len(new) == 0:
             return {}
-        ev = self.trainer.evaluate(inputs, new)
+        known = self._asked_returns
+        if ids is not None and all(int(ids[c]) in known for c in np.concatenate([new.left, new.right])):
+            ev = self.trainer.pair_metrics(np.stack([known[int(ids[c])] for c in new.left]),
+                                           np.stack([known[int(ids[c])] for c in new.right]), new)
+        else:
+            ev = self.trainer.evaluate(inputs, new)
         strict = int((new.label != 0.5).sum())
         out = {"reward/new_count": float(strict), "reward/new_loss": ev["loss"]}
         if strict:
             out["reward/new_accuracy"] = ev["accuracy"]
         return out
 
-    def step(self, t: int, pool: Items | None, keys: Sequence[Hashable] | None = None) -> EngineReport:
+    def step(self, t: int, pool: Items | None, keys: Sequence[Hashable] | None = None,
+             known: Mapping[Hashable, np.ndarray] | None = None) -> EngineReport:
         """Between learner updates: ask what is due over ``pool``, refit when enough new judgments arrived.
 
-        ``keys``: stable ids of the pool's clips (see ``clip_returns``), or None to score the pool afresh.
+        ``keys``: stable ids of the pool's clips (see ``clip_returns``), or None to score the pool afresh;
+        ``known``: raw returns of some of them by the current model (``clip_returns``).
         """
         report = EngineReport(timesteps=int(t))
         if pool is not None and len(pool) >= 2:
-            report.asked = self.ask(pool, self.due(t), keys=keys)
+            report.asked = self.ask(pool, self.due(t), keys=keys, known=known)
         new = self.oracle.poll()
         report.new_judgments = len(new)
         pending = self.new_judgments()
         if pending and pending >= max(1.0, self.cfg.retrain_fraction * self.labels_at_fit):
-            report.refit = self.refit(self.cfg.reward_epochs, ref=pool)
+            report.refit = self.refit(self.cfg.reward_epochs, ref=pool, ref_keys=keys)
         report.labels = self.store.count_judgments()
         report.outstanding = self.oracle.outstanding()
         return report

@@ -27,6 +27,31 @@ TensorBatch = Mapping[str, torch.Tensor]
 ArrayBatch = Mapping[str, np.ndarray]
 
 
+class StepReward:
+    """The RL-time reward of an ensemble (``RewardEnsemble.step_fn``): ``fn(obs, acts) -> (B,)`` float32,
+    each member's raw reward normalised, then averaged over members.
+
+    ``members(obs, acts)`` gives the raw (B, M) rewards and ``combine`` turns them into the reward,
+    so a caller that keeps the raw ones (a learner scoring its rollout, whose steps also make the
+    clip pool) has what query selection needs without scoring the steps again. ``revision``: the
+    ensemble's ``revision`` when this was made.
+    """
+
+    def __init__(self, members: Callable[[np.ndarray, np.ndarray], np.ndarray], mean: np.ndarray,
+                 scale: np.ndarray, revision: int):
+        self.members = members
+        self.mean = np.asarray(mean, np.float32)  # (M,)
+        self.scale = np.asarray(scale, np.float32)  # (M,)
+        self.revision = revision
+
+    def combine(self, raw: np.ndarray) -> np.ndarray:
+        """(B, M) raw member rewards -> (B,) the normalised member mean."""
+        return ((raw - self.mean) * self.scale).mean(axis=1).astype(np.float32)
+
+    def __call__(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
+        return self.combine(self.members(obs, acts))
+
+
 class RewardEnsemble(nn.Module):
     """M reward nets with per-member normalisation buffers.
 
@@ -50,6 +75,9 @@ class RewardEnsemble(nn.Module):
         self.members = nn.ModuleList([build_reward_net(cfg, spec) for _ in range(cfg.members)])
         self.register_buffer("norm_mean", torch.zeros(cfg.members))
         self.register_buffer("norm_std", torch.ones(cfg.members))
+        self.revision = 0
+        """Bumped whenever the weights or the normalisation change (a fit, a renormalisation): what
+        scored a clip is still the current model when their revisions agree (``StepReward``)."""
 
     @property
     def n_members(self) -> int:
@@ -106,27 +134,32 @@ class RewardEnsemble(nn.Module):
             r = self._normalise(self(batch)[:, 0])  # (B, M)
         return r.mean(dim=-1).cpu().numpy().astype(np.float32)
 
-    def step_fn(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-        """A fast reward callable for RL time, snapshotting the current weights.
+    def predict_step_members(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
+        """Raw rewards of every member for single steps: (B, *obs_shape), (B, *act_shape) -> (B, M)."""
+        batch = self.to_tensors({"obs": obs[:, None], "acts": acts[:, None]})  # (B, 1, ...)
+        with self.evaluating():
+            return self(batch)[:, 0].cpu().numpy().astype(np.float32)
+
+    def step_fn(self) -> StepReward:
+        """A fast reward callable for RL time, snapshotting the current weights and normalisation.
 
         Same result as ``predict_step``. For MLP members it runs the stacked members in
         numpy (one matmul per layer for all members): torch's per-op overhead on
         single-step batches is ~10x the arithmetic (measured ~345 us vs ~25 us per
-        call for 3 members of 64x64). Other net kinds use ``predict_step``. Call again
-        after each retrain.
+        call for 3 members of 64x64). Other net kinds go through the ensemble (the weights are
+        then not copied). Call again after each retrain.
         """
         stack = getattr(type(self.members[0]), "stack_numpy", None)
         if stack is None or not all(type(m) is type(self.members[0]) for m in self.members):
-            return self.predict_step
-        members_fn = stack(list(self.members))  # (obs, acts) -> (M, B) raw rewards
-        mean = self.norm_mean.cpu().numpy()[:, None]  # (M, 1)
-        scale = (self.target_std / self.norm_std.cpu().numpy())[:, None]
+            members_fn = self.predict_step_members
+        else:
+            stacked = stack(list(self.members))  # (obs, acts) -> (M, B) raw rewards
 
-        def fn(obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
-            r = (members_fn(obs, acts) - mean) * scale  # (M, B)
-            return r.mean(axis=0).astype(np.float32)
+            def members_fn(obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
+                return stacked(obs, acts).T
 
-        return fn
+        return StepReward(members_fn, self.norm_mean.cpu().numpy(), self.target_std / self.norm_std.cpu().numpy(),
+                          self.revision)
 
     def predict_clip_returns(
         self, inputs: ArrayBatch, normalised: bool = True, batch_size: int = 256
@@ -184,19 +217,25 @@ class RewardEnsemble(nn.Module):
         for set_stats in setters:
             set_stats(batch)
 
-    def update_normalisation(self, inputs: ArrayBatch, batch_size: int = 256) -> None:
-        """Set each member's per-step mean/std from the clips given (recent data)."""
+    def update_normalisation(self, inputs: ArrayBatch, batch_size: int = 256) -> np.ndarray:
+        """Set each member's per-step mean/std from the clips given (recent data).
+
+        Returns the clips' raw member returns, (N, M) float32 (``predict_clip_returns(inputs,
+        normalised=False)``: scored on the way, so a caller that needs them scores nothing again)."""
         n = len(next(iter(inputs.values())))
         if n == 0:
-            return
+            return np.zeros((0, self.n_members), np.float32)
         chunks = []
         with self.evaluating():
             for s in range(0, n, batch_size):
                 batch = self.to_tensors({k: v[s : s + batch_size] for k, v in inputs.items()})
-                chunks.append(self(batch).reshape(-1, self.n_members))  # (b*T, M)
-        r = torch.cat(chunks)
+                chunks.append(self(batch))  # (b, T, M)
+        per_step = torch.cat(chunks)
+        r = per_step.reshape(-1, self.n_members)
         self.norm_mean.copy_(r.mean(dim=0))
         self.norm_std.copy_(r.std(dim=0).clamp_min(1e-6) if len(r) > 1 else torch.ones_like(self.norm_std))
+        self.revision += 1
+        return per_step.sum(dim=1).cpu().numpy().astype(np.float32)
 
     # ---- checkpoints -------------------------------------------------------------------
     def config_dict(self) -> dict:

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
 from dataclasses import dataclass
@@ -65,6 +66,13 @@ class RewardTrainConfig:
     pixels, the same for all its steps, edges repeated (the random shift of DrQ, Kostrikov et al.
     2020, used for image reward models by SURF, Park et al. 2022): the net cannot tie a judgment to
     exact pixel positions. 0: no augmentation. Validation and RL-time rewards never shift."""
+    bag: str = "repeat"
+    """How a member trains on its bootstrap sample, where a comparison is drawn 0, 1, 2... times.
+    `repeat`: each draw is a comparison of the epoch (an epoch's forward/backward passes: as many as
+    comparisons). `weight`: each comparison drawn at least once trains once per epoch, its loss
+    weighted by its draws (Oza and Russell's online bagging), in minibatches of ``batch_size`` draws'
+    worth, so an epoch takes as many optimiser steps on the same expected gradient with 1 - 1/e
+    (63%) of the passes: what costs in a CNN refit."""
     validation: str = "oob"
     """`oob`: every labeled comparison trains; each member validates and early-stops on its own
     out-of-bag comparisons (1/e per member, Christiano et al.'s per-predictor hold-out; needs >= 2
@@ -81,6 +89,34 @@ class RewardTrainConfig:
             raise PrefrlError(f"`shift` must be a whole number of pixels >= 0, got {self.shift!r}")
         if self.validation not in ("shared", "oob"):
             raise PrefrlError(f"`validation` must be `shared` or `oob`, got `{self.validation}`")
+        if self.bag not in BAGS:
+            close = difflib.get_close_matches(str(self.bag), BAGS, n=1)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            raise PrefrlError(f"`bag` must be one of {', '.join(BAGS)}, got `{self.bag}`{hint}")
+
+
+BAGS = ("repeat", "weight")
+"""``RewardTrainConfig.bag`` names."""
+
+
+def epoch_batches(counts: np.ndarray, batch_size: int, bag: str, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch's minibatches over a bootstrap sample: lists of comparison indices.
+
+    ``counts[j]``: how many times comparison j was drawn. `repeat` shuffles the draws (a comparison
+    drawn twice is in the epoch twice) and cuts them into ``batch_size``; `weight` shuffles the
+    comparisons drawn at least once and cuts them into minibatches of ``batch_size`` draws on
+    average, so both take the same number of optimiser steps (the caller weights each comparison's
+    loss by ``counts``).
+    """
+    if bag == "repeat":
+        draws = np.repeat(np.arange(len(counts)), counts)
+        order = draws[rng.permutation(len(draws))]
+        size = batch_size
+    else:
+        drawn = np.flatnonzero(counts)
+        order = drawn[rng.permutation(len(drawn))]
+        size = max(1, int(round(batch_size * len(drawn) / max(int(counts.sum()), 1))))
+    return [order[s : s + size] for s in range(0, len(order), size)]
 
 
 def random_shift(obs: torch.Tensor, pad: int, net: torch.nn.Module, rng: np.random.Generator) -> torch.Tensor:
@@ -210,8 +246,8 @@ class RewardTrainer:
             opt.step()
             return loss.item()
         total_w, total = float(comps.weight.sum()), 0.0
-        for s in range(0, len(comps), mb):
-            part = comps[np.arange(s, min(s + mb, len(comps)))]
+        for idx in np.array_split(np.arange(len(comps)), -(-len(comps) // mb)):  # near-equal parts of <= mb
+            part = comps[idx]
             loss = self._member_loss(i, inputs, part) * (float(part.weight.sum()) / max(total_w, 1e-12))
             loss.backward()
             total += loss.item()
@@ -227,7 +263,11 @@ class RewardTrainer:
         comps = comps.labeled()
         if len(comps) == 0:
             return {}
-        left, right = self._pair_returns(inputs, comps)
+        return self.pair_metrics(*self._pair_returns(inputs, comps), comps)
+
+    def pair_metrics(self, left: np.ndarray, right: np.ndarray, comps: Comparisons) -> dict[str, float]:
+        """``evaluate``'s figures from the (C, M) raw member returns of the left and right clips of
+        labeled ``comps`` (scored elsewhere by the current model)."""
         rl, rr = torch.as_tensor(left), torch.as_tensor(right)  # (B, M)
         label = torch.as_tensor(comps.label)
         loss = float(self.loss(rl, rr, label, torch.as_tensor(comps.weight))) / self.ensemble.n_members
@@ -274,6 +314,7 @@ class RewardTrainer:
             self.rng.integers(0, n, n) if cfg.bootstrap and self.ensemble.n_members > 1 else np.arange(n)
             for _ in self.ensemble.members
         ]
+        counts = [np.bincount(b, minlength=n) for b in boots] if cfg.bag == "weight" else None
         best_val, best_state, bad_epochs = float("inf"), None, 0
         t0, steps_done = time.perf_counter(), 0
         train_loss = float("nan")
@@ -281,10 +322,15 @@ class RewardTrainer:
         for epoch in range(epochs):
             losses = []
             for i, opt in enumerate(self.optimizers):
-                order = boots[i][self.rng.permutation(n)]
-                for s in range(0, n, cfg.batch_size):
-                    losses.append(self._member_step(i, opt, inputs, train[order[s : s + cfg.batch_size]]))
-                steps_done += n
+                if counts is None:
+                    order = boots[i][self.rng.permutation(n)]
+                    batches, comps_i = [order[s : s + cfg.batch_size] for s in range(0, n, cfg.batch_size)], train
+                else:  # `weight`: the distinct comparisons of the member's bootstrap, weighted by their draws
+                    batches = epoch_batches(counts[i], cfg.batch_size, "weight", self.rng)
+                    comps_i = train.with_weight_counts(counts[i])
+                for idx in batches:
+                    losses.append(self._member_step(i, opt, inputs, comps_i[idx]))
+                    steps_done += len(idx)
             train_loss = float(np.mean(losses))
             if len(val) == 0 or not self._validates(epoch, epochs):
                 continue
@@ -300,6 +346,7 @@ class RewardTrainer:
                     break
         if best_state is not None:
             self.ensemble.load_state_dict(best_state)
+        self.ensemble.revision += 1  # new weights: what the old ones scored is stale
         elapsed = time.perf_counter() - t0
         self.comparisons_seen = len(comps_all)
         metrics = {
@@ -328,17 +375,18 @@ class RewardTrainer:
         epochs = epochs or cfg.epochs
         # Poisson(1) bootstrap counts per (member, comparison): prefix-stable as data grows, so a
         # comparison that trained a member (warm-started) never later validates it.
-        bags, oobs = [], []
+        bags, oobs, member_comps = [], [], []
         for i in range(self.ensemble.n_members):
             counts = np.random.default_rng([cfg.split_seed, i]).poisson(1.0, size=n)
-            bags.append(np.repeat(np.arange(n), counts))
+            bags.append(counts)
             oobs.append(np.flatnonzero(counts == 0))
+            member_comps.append(comps.with_weight_counts(counts) if cfg.bag == "weight" else comps)
         m_count = self.ensemble.n_members
         best = [float("inf")] * m_count
         best_state: list[dict | None] = [None] * m_count
         best_eval: list[tuple[float, float, float] | None] = [None] * m_count  # (loss, accuracy, margin) of best_state
         bad_epochs = [0] * m_count
-        active = [len(b) > 0 for b in bags]
+        active = [b.sum() > 0 for b in bags]
         last_train = [float("nan")] * m_count
         t0, steps_done = time.perf_counter(), 0
         self.ensemble.train()
@@ -350,11 +398,10 @@ class RewardTrainer:
             for i, opt in enumerate(self.optimizers):
                 if not active[i]:
                     continue
-                order = bags[i][self.rng.permutation(len(bags[i]))]
                 losses = []
-                for s in range(0, len(order), cfg.batch_size):
-                    losses.append(self._member_step(i, opt, inputs, comps[order[s : s + cfg.batch_size]]))
-                steps_done += len(order)
+                for idx in epoch_batches(bags[i], cfg.batch_size, cfg.bag, self.rng):
+                    losses.append(self._member_step(i, opt, inputs, member_comps[i][idx]))
+                    steps_done += len(idx)
                 last_train[i] = float(np.mean(losses))
                 if len(oobs[i]) == 0 or not validate:
                     continue
@@ -375,6 +422,7 @@ class RewardTrainer:
         for i, st in enumerate(best_state):
             if st is not None:
                 self.ensemble.members[i].load_state_dict(st)
+        self.ensemble.revision += 1  # new weights: what the old ones scored is stale
         elapsed = time.perf_counter() - t0
         self.comparisons_seen = len(comps_all)
         metrics = {

@@ -290,6 +290,10 @@ class Comparisons:
     def __getitem__(self, idx: np.ndarray | slice) -> Comparisons:
         return Comparisons(self.left[idx], self.right[idx], self.label[idx], self.weight[idx])
 
+    def with_weight_counts(self, counts: np.ndarray) -> Comparisons:
+        """The same comparisons, each one's weight multiplied by ``counts`` (e.g. its bootstrap draws)."""
+        return Comparisons(self.left, self.right, self.label, self.weight * np.asarray(counts, np.float32))
+
     def labeled(self) -> Comparisons:
         """Drop skips (NaN labels): what a reward model trains on."""
         return self[~np.isnan(self.label)]

@@ -41,7 +41,7 @@ def _stub_run(tmp_path: Path, sign: float, cfg: MonitorConfig) -> tuple[MonitorC
                             RewardTrainConfig(epochs=2), rng)
     engine = LabelingEngine(store, open_oracle("synthetic", store, rng), trainer, prefs.schedule(10_000), prefs, rng)
     engine.ask(toy_clips(20, length=8, seed=1), 10)  # some labeled clips for the disagreement reference
-    pref = SimpleNamespace(engine=engine, report=EngineReport(0), _rollout_pool=None, pretrained=True,
+    pref = SimpleNamespace(engine=engine, report=EngineReport(0), _rollout_pool=None, _known={}, pretrained=True,
                            collector=SimpleNamespace(total_clips=0, clip_nbytes=8 * 6 * 4))
     cb = MonitorCallback(cfg, pref)  # type: ignore[arg-type]
     cb.model = SimpleNamespace(logger=configure(None, []))

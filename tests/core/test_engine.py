@@ -82,6 +82,28 @@ def test_a_refit_scores_the_model_on_judgments_it_was_not_fit_on_first(tmp_path)
         assert eng.new_scores == [(m["reward/new_count"], m["reward/new_accuracy"])]
 
 
+def test_a_refit_reads_the_new_judgments_clip_returns_cached_when_they_were_asked(tmp_path):
+    """Clips asked about from a scored pool keep their returns: the refit's score on the new judgments
+    reads them (no scoring), and gives the figures that scoring the clips again gives."""
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, budget=200)
+        eng.ask_initial(_pool(0, 120))
+        eng.refit(30)
+        pool, keys = _pool(1, 120), list(range(1000, 1120))
+        eng.clip_returns(pool, keys)
+        eng.ask(pool, 40, method="random", keys=keys)
+        clips, comps = eng.training_data()
+        expected = eng._score_new(clips.model_inputs(), comps, eng.new_judgments())  # no ids: scored afresh
+        assert expected["reward/new_count"] > 20
+        calls = []
+        evaluate = eng.trainer.evaluate
+        eng.trainer.evaluate = lambda *a, **kw: calls.append(1) or evaluate(*a, **kw)
+        m = eng.refit(2)
+        assert calls == []
+        for k, v in expected.items():
+            assert m[k] == pytest.approx(v, rel=1e-5), k
+
+
 def _ties_after(store: PreferenceStore, n_old: int) -> int:
     return sum(1 for j in store.judgments()[n_old:] if j.label in (None, 0.5))
 
@@ -163,6 +185,15 @@ def test_pool_predictions_are_cached_between_refits_and_a_refit_drops_them(tmp_p
         norm = eng.clip_returns(pool2, keys2, normalised=True)  # the RL-time scale, from the cached raw returns
         np.testing.assert_allclose(norm, predict(pool2.model_inputs()), rtol=1e-4, atol=1e-5)
         assert set(eng._returns) == set(keys2)  # clips gone from the pool are dropped
+        # returns the caller already has from this model (the learner's rollout scoring) are taken as given
+        newest, newest_keys = _pool(3, 5), list(range(140, 145))
+        pool3, keys3 = Clips.concat([pool2[np.arange(5, 30)], newest]), keys2[5:] + newest_keys
+        given = predict(newest.model_inputs(), normalised=False)
+        scored.clear()
+        np.testing.assert_allclose(eng.clip_returns(pool3, keys3, known=dict(zip(newest_keys, given)))[-5:], given)
+        assert scored == []
+        pool2, keys2 = pool3, keys3
+        served = eng.clip_returns(pool2, keys2)
         scored.clear()
         assert eng.ask(pool2, 5, keys=keys2) == 5
         assert scored == []  # query selection read the cached returns: nothing rescored
@@ -174,6 +205,15 @@ def test_pool_predictions_are_cached_between_refits_and_a_refit_drops_them(tmp_p
         assert scored == [30]
         np.testing.assert_allclose(after, predict(pool2.model_inputs(), normalised=False), rtol=1e-5, atol=1e-6)
         assert not np.allclose(after, served)
+        # a refit renormalised on the pool (as `step` does) fills the cache with the new model's returns
+        # of it, scored on the way: served without scoring again, equal to fresh predictions
+        eng.refit(3, ref=pool2, ref_keys=keys2)
+        assert set(eng._returns) == set(keys2)
+        scored.clear()
+        refilled = eng.clip_returns(pool2, keys2)
+        assert scored == []
+        np.testing.assert_allclose(refilled, predict(pool2.model_inputs(), normalised=False), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(refilled, after)
 
 
 def test_refits_use_only_the_newest_max_train_labels(tmp_path):
