@@ -26,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from prefrl.control.train import return_ratio  # noqa: E402
 from prefrl.core.rundir import RunDir  # noqa: E402
 
 
@@ -87,8 +88,9 @@ def main() -> None:
             "task": task, "steps": args.steps, "labels": args.labels, "seeds": len(done), "seed_ids": done,
             "learned_eval": learned_eval, "true_eval": true_eval,
             "learned_eval_sd": float(np.std(learned_evals)), "true_eval_sd": float(np.std(true_evals)),
-            "seed_ratios": [le / te if te else float("nan") for le, te in zip(learned_evals, true_evals)],
-            "return_ratio": learned_eval / true_eval if true_eval else float("nan"),
+            # learned / true only against a positive true return (None otherwise: Reacher's are negative)
+            "seed_ratios": [return_ratio(le, te) for le, te in zip(learned_evals, true_evals)],
+            "return_ratio": return_ratio(float(learned_eval), float(true_eval)),
             "learned_train": learned_train, "true_train": true_train,
             "wall_learned": wall_l, "wall_true": wall_t, "wall_ratio": wall_l / wall_t,
         })
@@ -108,7 +110,7 @@ def main() -> None:
             f"| {r['task']} | {r['steps']:,} | {r['labels']} | {' '.join(map(str, r['seed_ids']))} | "
             f"{r['learned_eval']:.0f} ± {r['learned_eval_sd']:.0f} | "
             f"{r['true_eval']:.0f} ± {r['true_eval_sd']:.0f} | "
-            f"{r['return_ratio']:.2f} | {' / '.join(f'{x:.2f}' for x in r['seed_ratios'])} | "
+            f"{_ratio(r['return_ratio'])} | {' / '.join(_ratio(x) for x in r['seed_ratios'])} | "
             f"{r['learned_train']:.0f} / {r['true_train']:.0f} | "
             f"{r['wall_learned']:.0f} / {r['wall_true']:.0f} | {r['wall_ratio']:.2f} |"
         )
@@ -119,6 +121,10 @@ def main() -> None:
         _plot(args, rows)
     except Exception as e:  # a plot is a bonus; the table is the result
         print(f"plot failed: {e}")
+
+
+def _ratio(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
 
 
 def _plot(args, rows) -> None:
