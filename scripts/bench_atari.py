@@ -205,8 +205,9 @@ def overhead(args: argparse.Namespace) -> dict:
 def _write_overhead(args: argparse.Namespace, out: dict) -> None:
     """``OUT/overhead.json`` and ``OUT/overhead.md`` (the table, and the held-out quality when measured)."""
     write_json_atomic(args.out / "overhead.json", out)
+    extra = "".join(f" {f}" for f in _learned_flags(args)[2:])  # --query / --override, as the learned arm ran
     lines = [f"Command: `python scripts/bench_atari.py --overhead --task {args.task} --steps {args.steps} "
-             f"--labels {args.labels} --seed {args.seed}`", "",
+             f"--labels {args.labels} --seed {args.seed}{extra}`", "",
              "| arm | wall s | user s | system s | CPU s | peak RSS MB |", "|---|---|---|---|---|---|"]
     for arm in ("learned", "true"):
         a = out[arm]

@@ -177,6 +177,19 @@ class CNNRewardNet(nn.Module):
         parts = [self._rewards(frames[s : s + c], None if acts is None else acts[s : s + c]) for s in range(0, n, c)]
         return torch.cat(parts).reshape(b, t)  # (B, T)
 
+    @staticmethod
+    def stack_torch(members: list[CNNRewardNet]) -> FusedCNNMembers | None:
+        """The members as one net for scoring (``FusedCNNMembers``), or None where they cannot be fused:
+        bfloat16, or members of different shapes."""
+        first = members[0]
+        if any(net.compute_dtype != torch.float32 for net in members):
+            return None
+        shapes = [[tuple(p.shape) for p in net.parameters()] for net in members]
+        same = all(s == shapes[0] for s in shapes) and all(
+            (net.use_actions, net.channels_last, net.scale) == (first.use_actions, first.channels_last, first.scale)
+            for net in members)
+        return FusedCNNMembers(members) if same else None
+
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, T, F) the convolutions' flattened output per step (the head's input, actions left out):
         the space in which the novelty query measures distances. Use under no_grad and eval mode."""
@@ -217,6 +230,80 @@ class CNNRewardNet(nn.Module):
         with torch.autocast(y.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32):
             feats = self.conv[1:](y)
         return feats.float()  # the head, rewards and the loss in float32 (a no-op in float32)
+
+
+class FusedCNNMembers:
+    """Several ``CNNRewardNet`` members as one net for scoring (eval mode, no grad): a snapshot of their weights.
+
+    The members read the same frames, so their first convolutions become one of ``M x 16`` filters
+    over frames converted to float once; the later convolutions are grouped (``groups = M``), batch
+    norm is folded into the convolutions (running statistics, as in eval mode), and the heads run
+    as one batched matmul per layer. The same rewards as the members' eval forward passes to float
+    rounding, ~1.6x faster for 3 members of ``pong-quick``'s CNN (measured: 192 against 317 ms per
+    1,024 frames). Built by ``CNNRewardNet.stack_torch``; call ``(batch) -> (B, T, M)`` raw rewards.
+    """
+
+    CHUNK = 128
+    """Frames per pass (128 scored ~10% faster per frame than 256 on this CPU)."""
+
+    def __init__(self, members: list[CNNRewardNet]):
+        first = members[0]
+        self.m = len(members)
+        self.spec, self.use_actions, self.channels_last = first.spec, first.use_actions, first.channels_last
+        self.convs: list[tuple[torch.Tensor, torch.Tensor, tuple, tuple, int]] = []  # weight, bias, stride, padding, groups
+        layers = [[mod for mod in net.conv if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d))] for net in members]
+        with torch.no_grad():
+            depth = 0
+            for k in range(len(layers[0])):
+                if not isinstance(layers[0][k], nn.Conv2d):
+                    continue
+                ws, bs = [], []
+                for net, mods in zip(members, layers):
+                    conv = mods[k]
+                    w = conv.weight.float() * (net.scale if depth == 0 else 1.0)
+                    b = conv.bias.float() if conv.bias is not None else torch.zeros(len(w))
+                    bn = mods[k + 1] if k + 1 < len(mods) and isinstance(mods[k + 1], nn.BatchNorm2d) else None
+                    if bn is not None:  # y = (conv(x) - mean) / sqrt(var + eps) * gamma + beta
+                        g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+                        w, b = w * g[:, None, None, None], (b - bn.running_mean) * g + bn.bias
+                    ws.append(w)
+                    bs.append(b)
+                conv = layers[0][k]
+                weight = torch.cat(ws).contiguous(memory_format=torch.channels_last)
+                self.convs.append((weight, torch.cat(bs), conv.stride, conv.padding, 1 if depth == 0 else self.m))
+                depth += 1
+            heads = [[mod for mod in net.head if isinstance(mod, nn.Linear)] for net in members]
+            self.heads = [(torch.stack([h[d].weight.T for h in heads]).float(), torch.stack([h[d].bias for h in heads]).float()[:, None])
+                          for d in range(len(heads[0]))]  # (M, in, out), (M, 1, out)
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        obs = batch["obs"]
+        b, t = obs.shape[:2]
+        frames = obs.reshape(b * t, *obs.shape[2:])
+        acts = encode_actions(batch["acts"], self.spec).reshape(b * t, -1) if self.use_actions else None
+        with torch.no_grad():
+            parts = [self._rewards(frames[s : s + self.CHUNK], None if acts is None else acts[s : s + self.CHUNK])
+                     for s in range(0, len(frames), self.CHUNK)]
+        out = torch.cat(parts) if parts else torch.zeros(0, self.m)
+        return out.reshape(b, t, self.m)
+
+    def _rewards(self, frames: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
+        x = frames
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        elif self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        x = x.contiguous(memory_format=torch.channels_last).float()
+        for w, bias, stride, padding, groups in self.convs:
+            x = F.leaky_relu(F.conv2d(x, w, bias, stride, padding, 1, groups), 0.01)
+        h = x.reshape(len(x), self.m, -1).transpose(0, 1)  # (M, N, F): each member's flattened (C, H, W) features
+        if acts is not None:
+            h = torch.cat([h, acts.expand(self.m, *acts.shape)], dim=-1)
+        for d, (w, bias) in enumerate(self.heads):
+            h = torch.baddbmm(bias, h, w)
+            if d < len(self.heads) - 1:
+                h = F.leaky_relu(h, 0.01)
+        return h[..., 0].T  # (N, M)
 
 
 def _float_chunks(x: torch.Tensor, chunk: int, dtype: torch.dtype) -> Iterator[tuple[int, torch.Tensor]]:

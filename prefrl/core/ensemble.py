@@ -75,6 +75,7 @@ class RewardEnsemble(nn.Module):
         self.members = nn.ModuleList([build_reward_net(cfg, spec) for _ in range(cfg.members)])
         self.register_buffer("norm_mean", torch.zeros(cfg.members))
         self.register_buffer("norm_std", torch.ones(cfg.members))
+        self._scorer: tuple[tuple, Callable | None] | None = None  # (weights' version stamp, fused scorer)
         self.revision = 0
         """Bumped whenever the weights or the normalisation change (a fit, a renormalisation): what
         scored a clip is still the current model when their revisions agree (``StepReward``)."""
@@ -99,6 +100,19 @@ class RewardEnsemble(nn.Module):
     def clip_returns(self, batch: TensorBatch) -> torch.Tensor:
         """Raw clip returns of every member: (B, M)."""
         return self(batch).sum(dim=1)
+
+    def scoring_forward(self, batch: TensorBatch) -> torch.Tensor:
+        """``forward`` for scoring (no grad, eval mode): (B, T) inputs -> (B, T, M) raw rewards, through
+        the members fused into one net where their kind can (``stack_torch``, e.g. the CNN), else
+        member by member. The fused net is a snapshot, rebuilt whenever a weight or buffer changed
+        (their in-place version counters: optimiser steps, ``load_state_dict``)."""
+        stamp = tuple(t._version for t in (*self.parameters(), *self.buffers()))
+        if self._scorer is None or self._scorer[0] != stamp:
+            stack = getattr(type(self.members[0]), "stack_torch", None)
+            same = all(type(m) is type(self.members[0]) for m in self.members)
+            self._scorer = (stamp, stack(list(self.members)) if stack is not None and same and not self.training else None)
+        fused = self._scorer[1]
+        return fused(batch) if fused is not None and not self.training else self(batch)
 
     # ---- no-grad numpy helpers (RL time, query selection) -------------------------------
     @contextlib.contextmanager
@@ -131,14 +145,14 @@ class RewardEnsemble(nn.Module):
         """
         batch = self.to_tensors({"obs": obs[:, None], "acts": acts[:, None]})  # (B, 1, ...)
         with self.evaluating():
-            r = self._normalise(self(batch)[:, 0])  # (B, M)
+            r = self._normalise(self.scoring_forward(batch)[:, 0])  # (B, M)
         return r.mean(dim=-1).cpu().numpy().astype(np.float32)
 
     def predict_step_members(self, obs: np.ndarray, acts: np.ndarray) -> np.ndarray:
         """Raw rewards of every member for single steps: (B, *obs_shape), (B, *act_shape) -> (B, M)."""
         batch = self.to_tensors({"obs": obs[:, None], "acts": acts[:, None]})  # (B, 1, ...)
         with self.evaluating():
-            return self(batch)[:, 0].cpu().numpy().astype(np.float32)
+            return self.scoring_forward(batch)[:, 0].cpu().numpy().astype(np.float32)
 
     def step_fn(self) -> StepReward:
         """A fast reward callable for RL time, snapshotting the current weights and normalisation.
@@ -179,7 +193,7 @@ class RewardEnsemble(nn.Module):
         with self.evaluating():
             for s in range(0, n, batch_size):
                 batch = self.to_tensors({k: v[s : s + batch_size] for k, v in inputs.items()})
-                per_step = self(batch)  # (b, T, M)
+                per_step = self.scoring_forward(batch)  # (b, T, M)
                 if normalised:
                     per_step = self._normalise(per_step)
                 out.append(per_step.sum(dim=1).cpu().numpy())
@@ -229,7 +243,7 @@ class RewardEnsemble(nn.Module):
         with self.evaluating():
             for s in range(0, n, batch_size):
                 batch = self.to_tensors({k: v[s : s + batch_size] for k, v in inputs.items()})
-                chunks.append(self(batch))  # (b, T, M)
+                chunks.append(self.scoring_forward(batch))  # (b, T, M)
         per_step = torch.cat(chunks)
         r = per_step.reshape(-1, self.n_members)
         self.norm_mean.copy_(r.mean(dim=0))

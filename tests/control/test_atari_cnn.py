@@ -92,3 +92,44 @@ def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch: pytest.Monk
     with pytest.warns(UserWarning, match='emulated and likely slower than float32; set .* precision = "float32"'):
         build_reward_net(cfg, spec)
     cnn._warn_emulated_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("layout, use_actions, batch_norm", [
+    ((4, 42, 42), False, True), ((42, 42, 4), True, True), ((42, 42), False, False)])
+def test_fused_members_score_as_the_members_do_and_follow_weight_changes(layout, use_actions, batch_norm):
+    """Scoring (``RewardEnsemble.scoring_forward``) runs the CNN members as one fused net: the same raw
+    rewards as each member's eval forward pass, rebuilt after an optimiser step or a load; bfloat16
+    members are not fused."""
+    from prefrl.core.cnn import FusedCNNMembers
+    from prefrl.core.ensemble import RewardEnsemble
+
+    torch.manual_seed(0)
+    spec = InputSpec(obs_shape=layout, act_shape=(), act_n=6, obs_dtype="uint8")
+    cfg = RewardModelConfig(kind="cnn", hidden=(16, 8), use_actions=use_actions, dropout=0.0, members=3,
+                            options={"batch_norm": batch_norm, "kernels": [6, 3], "strides": [3, 1], "channels": [8, 8]})
+    ens = RewardEnsemble(spec, cfg)
+    batch = {"obs": torch.randint(0, 255, (5, 30, *layout), dtype=torch.uint8), "acts": torch.randint(0, 6, (5, 30))}
+    opt = torch.optim.SGD(ens.parameters(), lr=0.05)
+    for step in range(3):
+        with ens.evaluating():
+            fused, plain = ens.scoring_forward(batch), ens(batch)
+        assert isinstance(ens._scorer[1], FusedCNNMembers)
+        torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-6)
+        ens.train()
+        opt.zero_grad()
+        ens(batch).pow(2).sum().backward()  # training mode: batch norm's running statistics move too
+        opt.step()
+    other = RewardEnsemble(spec, cfg)
+    with ens.evaluating():
+        before = ens.scoring_forward(batch)
+    ens.load_state_dict(other.state_dict())
+    with ens.evaluating():
+        after = ens.scoring_forward(batch)
+    with other.evaluating():
+        plain = other(batch)
+    torch.testing.assert_close(after, plain, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(after, before)
+    bf16 = RewardEnsemble(spec, RewardModelConfig(**{**cfg.to_dict(), "options": {**dict(cfg.options), "precision": "bfloat16"}}))
+    with bf16.evaluating():
+        bf16.scoring_forward(batch)
+    assert bf16._scorer[1] is None
