@@ -105,7 +105,8 @@ class MonitorCallback(BaseCallback):
     # ---- measuring -------------------------------------------------------------------------
     def newest_clips(self) -> tuple[Clips, np.ndarray | None] | None:
         """This rollout's clips (a random subset of at most ``clips_per_update``) from the pool, and
-        their (n, M) member returns under the current model, served by the engine's pool predictions
+        their (n, M) member returns under the current model at the RL-time scale (as
+        ``predict_clip_returns`` scores the window's older clips), served by the engine's pool predictions
         (the pool was scored for this rollout's queries and row; None when the collector has no
         serial numbers)."""
         col = self.pref.collector
@@ -122,7 +123,7 @@ class MonitorCallback(BaseCallback):
         keys = getattr(col, "keys", None)
         returns = None
         if keys is not None:
-            returns = self.pref.engine.clip_returns(pool, keys(), known=self.pref._known)[idx]
+            returns = self.pref.engine.clip_returns(pool, keys(), normalised=True, known=self.pref._known)[idx]
         # frames only when the flagged clips may be shown to people (`ask` with a viewer)
         keep_frames = self.cfg.on_alarm == "ask" and self.pref.engine.keep_frames
         return Clips(sub.obs, sub.acts, sub.true_rew, sub.frames if keep_frames else None), returns

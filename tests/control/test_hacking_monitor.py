@@ -65,11 +65,17 @@ def _rollout(pref: SimpleNamespace, k: int, sign: float) -> None:
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_callback_fires_on_clips_the_model_ranks_backwards_and_stop_ends_training(tmp_path: Path, sign: float):
     cb, pref = _stub_run(tmp_path, sign, MonitorConfig(on_alarm="stop", clips_per_update=16))
+    pref.engine.ensemble.norm_mean.fill_(0.1)  # an RL-time scale apart from the raw one
+    pref.engine.ensemble.norm_std.fill_(2.0)
     rows = []
     for k in range(6):
         _rollout(pref, k, sign)
         rows.append(cb.measure(1000 * (k + 1)))
         assert all(len(c) == 16 for c in cb.window)  # the newest clips, a subset of clips_per_update
+        # every window entry's member returns at the RL-time scale, the newest ones from the engine's cache
+        for c, r in zip(cb.window, cb._window_returns):
+            np.testing.assert_allclose(r, pref.engine.ensemble.predict_clip_returns(c.clips().model_inputs()),
+                                       rtol=1e-5, atol=1e-5)
     corr = [r["monitor_rank_corr"] for r in rows]
     if sign > 0:  # learned and true returns agree: quiet, training goes on
         assert min(corr) > 0.7 and not any(r["monitor_alarm"] for r in rows) and cb._on_step()
