@@ -105,19 +105,23 @@ class ClipCollector:
         self._restart(i)
         self._log = []  # steps before a reset are never scored here
 
-    def add(self, obs: np.ndarray, acts: np.ndarray, rews: np.ndarray, dones: np.ndarray, infos: list[dict]) -> None:
-        """One vector step: obs (B, ...) before the action, acts (B, ...), true rews (B,), dones (B,)."""
+    def add(self, obs: np.ndarray, acts: np.ndarray, rews: np.ndarray, dones: np.ndarray, infos: list[dict],
+            scored_later: bool = False) -> None:
+        """One vector step: obs (B, ...) before the action, acts (B, ...), true rews (B,), dones (B,).
+        ``scored_later``: ``attach_scores`` will give this step's member rewards (it is logged till then)."""
         where = []
         for i in range(self.n_envs):
             frame = infos[i].get("frame") if self.keep_frames else None
-            where.append((self._cur_token[i], len(self._cur[i])))
+            if scored_later:
+                where.append((self._cur_token[i], len(self._cur[i])))
             self._cur[i].append((obs[i], acts[i], float(rews[i]), frame))
             if len(self._cur[i]) == self.clip_length:
                 self._emit(self._cur[i], self._cur_token[i], self._cur_scores[i])
                 self._restart(i)
             if dones[i]:
                 self._restart(i)  # a clip never crosses an episode boundary
-        self._log.append(where)
+        if scored_later:
+            self._log.append(where)
 
     def attach_scores(self, raw: np.ndarray, revision: int) -> None:
         """The member rewards of the last ``len(raw)`` vector steps added: (steps, n_envs, M), by the
@@ -269,8 +273,9 @@ class LearnedRewardVecEnv(VecEnvWrapper):
             info["true_reward"] = float(true_rews[i])
             if not deferred:
                 info["learned_reward"] = float(rews[i])
-        if self.collector is not None:
-            self.collector.add(prev, self._actions, true_rews, dones, infos)
+        if self.collector is not None:  # settle() gives a StepReward's member rewards of deferred steps
+            self.collector.add(prev, self._actions, true_rews, dones, infos,
+                               scored_later=deferred and isinstance(self.reward_fn, StepReward))
         if not deferred:
             self._account(rews, dones)
         self._last_obs = obs

@@ -136,7 +136,13 @@ def test_deferred_scoring_gives_the_pool_its_clip_returns():
                 policy_kwargs={"net_arch": [16]})
     cb = ScoredPool(wrapper, ens, swap_at=2)
     model.learn(4 * 128, callback=cb)
-    assert cb.rollouts == 4
+    assert cb.rollouts == 4 and collector._log == []  # every logged step was given its rewards
+    # scored step by step (not deferred): nothing is logged for later, so nothing piles up
+    per_step = LearnedRewardVecEnv(make_vec_env("CartPole-v1", n_envs=2, seed=1), ens.step_fn(), ClipCollector(2, 8, 40))
+    per_step.reset()
+    for _ in range(50):
+        per_step.step(np.zeros(2, dtype=np.int64))
+    assert per_step.collector._log == [] and per_step.collector.total_clips > 0
     # a rollout of 2 x 64 steps cuts up to 16 clips of 8 (fewer where an episode ends); each is known
     # unless it spans a model change
     assert all(6 <= known <= pool for known, pool in cb.known_counts), cb.known_counts
