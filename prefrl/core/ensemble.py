@@ -106,13 +106,15 @@ class RewardEnsemble(nn.Module):
         the members fused into one net where their kind can (``stack_torch``, e.g. the CNN), else
         member by member. The fused net is a snapshot, rebuilt whenever a weight or buffer changed
         (their in-place version counters: optimiser steps, ``load_state_dict``)."""
+        if self.training:  # the fused snapshot holds eval-mode weights (batch norm's running statistics)
+            return self(batch)
         stamp = tuple(t._version for t in (*self.parameters(), *self.buffers()))
         if self._scorer is None or self._scorer[0] != stamp:
             stack = getattr(type(self.members[0]), "stack_torch", None)
             same = all(type(m) is type(self.members[0]) for m in self.members)
-            self._scorer = (stamp, stack(list(self.members)) if stack is not None and same and not self.training else None)
+            self._scorer = (stamp, stack(list(self.members)) if stack is not None and same else None)
         fused = self._scorer[1]
-        return fused(batch) if fused is not None and not self.training else self(batch)
+        return fused(batch) if fused is not None else self(batch)
 
     # ---- no-grad numpy helpers (RL time, query selection) -------------------------------
     @contextlib.contextmanager
