@@ -18,7 +18,7 @@ import tyro
 from prefrl.core.nets import RewardModelConfig
 from prefrl.core.trainer import RewardTrainConfig
 from prefrl.core.types import PrefrlError
-from prefrl.core.utils import set_torch_threads
+from prefrl.core.utils import set_torch_threads, tune_malloc
 
 Positional = tyro.conf.Positional
 
@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> object:
     that command's options.
     """
     set_torch_threads()
+    tune_malloc()
     _register_part_commands()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):

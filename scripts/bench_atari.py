@@ -331,9 +331,10 @@ def _load_run(rd: RunDir):
     from prefrl.control.config import clip_length, load_run_config
     from prefrl.control.envs import make_vec_env
     from prefrl.core.ensemble import RewardEnsemble
-    from prefrl.core.utils import set_torch_threads
+    from prefrl.core.utils import set_torch_threads, tune_malloc
 
     set_torch_threads()
+    tune_malloc()
     cfg = load_run_config(rd.path)
     ens = RewardEnsemble.load(rd.reward_model) if rd.reward_model.exists() else None  # None: a true-reward run
     ckpt = load_agent_checkpoint(rd.agent)

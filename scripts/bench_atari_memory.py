@@ -40,9 +40,10 @@ def refit_step_rss(preset: str) -> None:
     from prefrl.core.nets import InputSpec
     from prefrl.core.trainer import RewardTrainer
     from prefrl.core.types import Comparisons
-    from prefrl.core.utils import set_torch_threads
+    from prefrl.core.utils import set_torch_threads, tune_malloc
 
     set_torch_threads()
+    tune_malloc()
     task = load_task(preset)
     spec = InputSpec(obs_shape=(4, 84, 84), act_shape=(), act_n=6, obs_dtype="uint8")
     ens = RewardEnsemble(spec, task.reward_model)

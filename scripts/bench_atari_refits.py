@@ -52,9 +52,10 @@ def main() -> None:
     from prefrl.core.ensemble import RewardEnsemble
     from prefrl.core.store import PreferenceStore
     from prefrl.core.trainer import RewardTrainer
-    from prefrl.core.utils import set_torch_threads
+    from prefrl.core.utils import set_torch_threads, tune_malloc
 
     set_torch_threads()
+    tune_malloc()
     cfg = load_run_config(args.run)
     task = cfg.task
     net = task.reward_model if args.members is None else dataclasses.replace(task.reward_model, members=args.members)

@@ -32,9 +32,10 @@ def open_agent(run_dir: str | Path, seed_offset: int = 20_000, render: bool = Fa
     from stable_baselines3.common.vec_env import VecNormalize
 
     from prefrl.control.envs import make_vec_env
-    from prefrl.core.utils import set_torch_threads
+    from prefrl.core.utils import set_torch_threads, tune_malloc
 
     set_torch_threads()
+    tune_malloc()
     cfg = load_run_config(run_dir)
     rd = RunDir(run_dir)
     sac = cfg.task.algo == "sac"  # PEBBLE: a SAC agent.pt

@@ -30,7 +30,7 @@ from prefrl.core.rundir import Meta, ProgressLog, RunDir
 from prefrl.core.store import PreferenceStore
 from prefrl.core.trainer import RewardTrainer
 from prefrl.core.types import PrefrlError
-from prefrl.core.utils import seed_everything, set_torch_threads
+from prefrl.core.utils import seed_everything, set_torch_threads, tune_malloc
 
 
 def input_spec_for(venv, termination_input: bool = False) -> InputSpec:
@@ -143,6 +143,7 @@ def return_ratio(learned: float | None, true: float | None) -> float | None:
 
 def _run_arm(cfg: RunConfig, resume: bool) -> dict:
     set_torch_threads()
+    tune_malloc()
     rng = seed_everything(cfg.seed)
     task = cfg.task
     learned = cfg.reward == "learned"

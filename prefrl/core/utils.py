@@ -1,4 +1,4 @@
-"""Small shared helpers: thread count, seeding, input specs."""
+"""Small shared helpers: thread count, the allocator, seeding, input specs."""
 
 from __future__ import annotations
 
@@ -23,6 +23,53 @@ def set_torch_threads(n: int | None = None) -> int:
     n = n if n is not None else int(os.environ.get("PREFRL_THREADS", "1"))
     torch.set_num_threads(max(1, n))
     return n
+
+
+MALLOC_MMAP_THRESHOLD = 32 << 20
+"""Bytes: blocks this large or larger come from mmap (glibc's largest setting; its default slides from 128 KB)."""
+MALLOC_TRIM_THRESHOLD = 256 << 20
+"""Bytes of free memory the heap keeps at its top before giving any back to the kernel."""
+
+_malloc_tuned: bool | None = None
+
+
+def tune_malloc() -> bool:
+    """Have glibc's malloc keep freed memory for reuse instead of handing it back; True when set.
+
+    With glibc's defaults a block freed above the (sliding) mmap threshold goes back to the
+    kernel, and so does free memory at the heap's top above the trim threshold. A reward-model
+    refit allocates and frees tens of MB for every minibatch, so each step page-faulted its
+    buffers in again: on ``pong-quick``'s CNN, 37 of 249 µs per training frame were system time
+    (197 µs in all with this setting), and the whole learned-reward run of
+    ``scripts/bench_atari.py --overhead`` took 118 s instead of 148 s (the true-reward arm 77 s
+    instead of 90 s). Peak RSS rose by 3-8% in those runs.
+
+    Sets ``M_MMAP_THRESHOLD`` to ``MALLOC_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` to
+    ``MALLOC_TRIM_THRESHOLD`` once per process. Nothing is changed where the C library is not
+    glibc, when ``PREFRL_MALLOC=default``, or when ``MALLOC_MMAP_THRESHOLD_`` or
+    ``MALLOC_TRIM_THRESHOLD_`` is set in the environment (glibc reads those itself).
+    """
+    global _malloc_tuned
+    if _malloc_tuned is not None:
+        return _malloc_tuned
+    _malloc_tuned = False
+    if os.environ.get("PREFRL_MALLOC", "") == "default" or any(
+            k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+        ok = libc.mallopt(m_mmap_threshold, MALLOC_MMAP_THRESHOLD) == 1
+        ok = libc.mallopt(m_trim_threshold, MALLOC_TRIM_THRESHOLD) == 1 and ok
+    except (OSError, AttributeError):
+        return False
+    _malloc_tuned = ok
+    return ok
 
 
 def seed_everything(seed: int) -> np.random.Generator:
