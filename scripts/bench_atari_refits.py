@@ -12,6 +12,7 @@ models), so settings compare on the same labels::
     python scripts/bench_atari_refits.py --run bench_out/ovh/overhead-pong-quick-16384-learned-s0 --fits 150,225,300
     python scripts/bench_atari_refits.py --run ... --fits 150,188,235,294,300 --initial-epochs 8 --train '{"val_every": 1}'
     python scripts/bench_atari_refits.py --run ... --options '{"precision": "bfloat16"}'
+    python scripts/bench_atari_refits.py --run ... --refit-replay 1
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ def main() -> None:
     ap.add_argument("--initial-epochs", type=int, help="default: the run's [prefs] initial_epochs")
     ap.add_argument("--epochs", type=int, help="epochs per refit; default: the run's [prefs] reward_epochs")
     ap.add_argument("--members", type=int, help="default: the run's [reward_model] members")
+    ap.add_argument("--refit-replay", type=float,
+                    help="refits train on the new labels and this many times as many earlier ones; default: the run's [prefs] refit_replay")
     ap.add_argument("--train", default="{}", help="JSON of [reward_train] fields to change, e.g. '{\"val_every\": 1}'")
     ap.add_argument("--options", default="{}",
                     help="JSON of [reward_model.options] to change, e.g. '{\"precision\": \"bfloat16\"}'")
@@ -49,6 +52,7 @@ def main() -> None:
 
     from bench_atari import collect_clips, rank_metrics
     from prefrl.control.config import clip_length, load_run_config
+    from prefrl.core.engine import replay_mask
     from prefrl.core.ensemble import RewardEnsemble
     from prefrl.core.store import PreferenceStore
     from prefrl.core.trainer import RewardTrainer
@@ -72,9 +76,12 @@ def main() -> None:
         fits = [int(x) for x in args.fits.split(",")]
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0 = time.process_time()
+        ratio = args.refit_replay if args.refit_replay is not None else task.prefs.refit_replay
         for k, n in enumerate(fits):
             epochs = (args.initial_epochs or task.prefs.initial_epochs) if k == 0 else (args.epochs or task.prefs.reward_epochs)
-            metrics = trainer.fit(inputs, comps[np.arange(min(n, len(comps)))], epochs=epochs)
+            n = min(n, len(comps))
+            mask = replay_mask(n, n - min(fits[k - 1], n), ratio, trainer.rng) if k and ratio is not None else None
+            metrics = trainer.fit(inputs, comps[np.arange(n)], epochs=epochs, train_mask=mask)
         out = {"fits": fits, "cpu_s": round(time.process_time() - t0, 1),
                "peak_rss_added_mb": round((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024),
                "file_reads": store.cache_loads, "oob_accuracy": round(metrics.get("reward/val/accuracy", float("nan")), 3)}

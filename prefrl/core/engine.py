@@ -75,6 +75,10 @@ class PrefsConfig:
     """Reward-model epochs on the initial labels."""
     keep_frames: bool = False
     """Render and keep RGB frames with clips (always on for the human oracle)."""
+    refit_replay: float | None = None
+    """A warm-started refit trains on the judgments new since the last fit and this many times as many
+    earlier ones, drawn afresh at each refit (replay, as in continual learning); validation and the
+    metrics still use all of them. None: every refit trains on all judgments. The initial fit always does."""
     max_train_labels: int | None = None
     """Refit on the newest this many labels only (Christiano et al., Atari: the last 3,000); None: all."""
     clip_cache_mib: float | None = 256.0
@@ -94,6 +98,8 @@ class PrefsConfig:
             _check_int(self, "initial_labels", 0)
         if self.max_train_labels is not None:
             _check_int(self, "max_train_labels", 1)
+        if self.refit_replay is not None:
+            _check_number(self, "refit_replay", 0.0, None)
         if self.clip_cache_mib is not None:
             _check_number(self, "clip_cache_mib", 0.0, None)
         _check_number(self, "initial_fraction", 0.0, 1.0)
@@ -179,6 +185,18 @@ class EngineReport:
     """Judgments in the store now (skips included)."""
     outstanding: int = 0
     """Pairs asked and not answered yet (people)."""
+
+
+def replay_mask(n: int, n_new: int, ratio: float, rng: np.random.Generator) -> np.ndarray | None:
+    """(n,) bools: the newest ``n_new`` of ``n`` comparisons (oldest first) and ``ratio`` times as many
+    of the others drawn at random (``[prefs] refit_replay``); None when that is all of them."""
+    old = n - n_new
+    if n_new <= 0 or math.ceil(ratio * n_new) >= old:
+        return None
+    mask = np.zeros(n, bool)
+    mask[old:] = True
+    mask[rng.choice(old, math.ceil(ratio * n_new), replace=False)] = True
+    return mask
 
 
 def sample_steps(inputs: dict[str, np.ndarray], per_clip: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -467,7 +485,8 @@ class LabelingEngine:
         inputs = clips.model_inputs()
         before = self._score_new(inputs, comps, n_new, getattr(clips, "ids", None))
         self._returns, self._embeddings, self._bank_emb, self._asked_returns = {}, {}, None, {}
-        m = self.trainer.fit(inputs, comps, epochs=epochs or self.cfg.reward_epochs)
+        m = self.trainer.fit(inputs, comps, epochs=epochs or self.cfg.reward_epochs,
+                             train_mask=self._replay_mask(len(comps), n_new))
         m.update(before)
         if "reward/new_accuracy" in before:
             self.new_scores.append((before["reward/new_count"], before["reward/new_accuracy"]))
@@ -480,6 +499,12 @@ class LabelingEngine:
         self.metrics.update(m)
         self.metrics["reward/refits"] = float(self.n_refits)
         return m
+
+    def _replay_mask(self, n: int, n_new: int) -> np.ndarray | None:
+        """Which of ``n`` comparisons a refit trains on (``replay_mask``); the initial fit: all."""
+        if self.cfg.refit_replay is None or not self.n_refits:
+            return None
+        return replay_mask(n, n_new, self.cfg.refit_replay, self.trainer.rng)
 
     def _score_new(self, inputs: dict[str, np.ndarray], comps: Comparisons, n_new: int,
                    ids: np.ndarray | None = None) -> dict[str, float]:

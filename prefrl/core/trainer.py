@@ -280,13 +280,17 @@ class RewardTrainer:
         margin = float((diff * sign)[strict].mean()) if strict.any() else float("nan")
         return {"loss": loss, "accuracy": acc, "margin": margin}
 
-    def fit(self, inputs: ArrayBatch, comparisons: Comparisons, epochs: int | None = None) -> dict[str, float]:
+    def fit(self, inputs: ArrayBatch, comparisons: Comparisons, epochs: int | None = None,
+            train_mask: np.ndarray | None = None) -> dict[str, float]:
         """Train every member on the comparisons; returns slash-path metrics.
 
         Args:
             inputs: clip arrays with leading (N, T) dims, indexed by the comparisons.
             comparisons: all judgments so far (skips are dropped here).
             epochs: override ``cfg.epochs``.
+            train_mask: (len(comparisons),) bools, the comparisons this fit trains on (a warm-started
+                refit's new judgments and a sample of earlier ones: ``[prefs] refit_replay``); the
+                others still validate, as they would have. None: all.
 
         Returns:
             Metrics: reward/train/loss, reward/val/{loss,accuracy,margin}, reward/l2,
@@ -294,11 +298,15 @@ class RewardTrainer:
         """
         n_clips = len(next(iter(inputs.values())))
         comps_all = comparisons
+        if train_mask is not None:
+            train_mask = np.asarray(train_mask, bool)
+            if train_mask.shape != (len(comps_all),):
+                raise PrefrlError(f"train_mask has shape {train_mask.shape}, the comparisons need ({len(comps_all)},)")
         if self.cfg.validation == "oob" and self.ensemble.n_members > 1:
-            return self._fit_oob(inputs, comparisons, n_clips, epochs)
+            return self._fit_oob(inputs, comparisons, n_clips, epochs, train_mask)
         mask = val_mask(len(comps_all), self.cfg.val_fraction, self.cfg.split_seed)
         labeled = ~np.isnan(comps_all.label)
-        train = comps_all[mask.__invert__() & labeled]
+        train = comps_all[mask.__invert__() & labeled & (True if train_mask is None else train_mask)]
         val = comps_all[mask & labeled]
         if len(train) == 0:
             if len(val) == 0:
@@ -362,10 +370,12 @@ class RewardTrainer:
             metrics[f"reward/{'val' if len(val) else 'train'}/{k}"] = v
         return metrics
 
-    def _fit_oob(self, inputs: ArrayBatch, comps_all: Comparisons, n_clips: int, epochs: int | None) -> dict[str, float]:
+    def _fit_oob(self, inputs: ArrayBatch, comps_all: Comparisons, n_clips: int, epochs: int | None,
+                 train_mask: np.ndarray | None = None) -> dict[str, float]:
         """``fit`` with per-member out-of-bag validation (``validation = "oob"``)."""
         cfg = self.cfg
         comps = comps_all.labeled()
+        trains = None if train_mask is None else train_mask[~np.isnan(comps_all.label)]
         n = len(comps)
         if n == 0:
             raise PrefrlError("no labeled comparisons to train on (all are skips, or the dataset is empty)")
@@ -380,8 +390,10 @@ class RewardTrainer:
         bags, oobs, member_comps = [], [], []
         for i in range(self.ensemble.n_members):
             counts = np.random.default_rng([cfg.split_seed, i]).poisson(1.0, size=n)
+            oobs.append(np.flatnonzero(counts == 0))  # out of the bag whether or not this fit trains on the rest
+            if trains is not None:
+                counts = counts * trains
             bags.append(counts)
-            oobs.append(np.flatnonzero(counts == 0))
             member_comps.append(comps.with_weight_counts(counts) if cfg.bag == "weight" else comps)
         m_count = self.ensemble.n_members
         best = [float("inf")] * m_count

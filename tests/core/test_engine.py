@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import TINY_NET, TOY_SPEC
 
-from prefrl.core.engine import LabelingEngine, LabelSchedule, PrefsConfig
+from prefrl.core.engine import LabelingEngine, LabelSchedule, PrefsConfig, replay_mask
 from prefrl.core.ensemble import RewardEnsemble
 from prefrl.core.oracles import HumanOracle, TeacherOracle, make_oracle, open_oracle
 from prefrl.core.rundir import Meta
@@ -310,3 +310,31 @@ def test_novelty_query_finds_rare_steps_keeps_a_capped_bank_and_survives_a_resta
     with PreferenceStore(tmp_path) as store:  # a restarted run measures novelty against what it asked before
         eng = _engine(store, budget=80, query="novelty", novelty_bank=64)
         assert len(eng.bank_embeddings()) == 64
+
+
+def test_replay_mask_keeps_every_new_judgment_and_draws_the_ratio_of_old_ones():
+    rng = np.random.default_rng(0)
+    mask = replay_mask(100, 20, 1.5, rng)
+    assert mask[80:].all() and mask[:80].sum() == 30
+    assert not np.array_equal(mask, replay_mask(100, 20, 1.5, rng))  # drawn afresh
+    assert replay_mask(100, 20, 4.0, rng) is None  # 80 old ones wanted: all of them
+    assert replay_mask(100, 0, 1.0, rng) is None
+
+
+def test_refits_with_refit_replay_train_on_the_new_labels_and_a_sample_of_earlier_ones(tmp_path):
+    with PreferenceStore(tmp_path) as store:
+        eng = _engine(store, budget=60, refit_replay=0.5)
+        seen = []
+        fit = eng.trainer.fit
+        eng.trainer.fit = lambda inputs, comps, epochs=None, train_mask=None: (
+            seen.append((len(comps), None if train_mask is None else train_mask.copy())) or fit(inputs, comps, epochs, train_mask))
+        eng.ask_initial(_pool(0, 60))
+        eng.refit(2)
+        n0 = store.count_judgments()
+        eng.ask(_pool(1, 60), 12, method="random")
+        eng.refit()
+        (first, m0), (n1, m1) = seen
+        assert m0 is None and first == n0  # the initial fit trains on all
+        assert n1 == n0 + 12 and m1[n0:].all() and m1[:n0].sum() == 6
+    with pytest.raises(PrefrlError, match="refit_replay must be"):
+        PrefsConfig(refit_replay=-1.0)

@@ -439,3 +439,26 @@ def test_a_cnn_fit_with_random_shifts_still_learns_the_reward(rng: np.random.Gen
     strict = ret_t[a] != ret_t[b]
     acc = ((pred[a] - pred[b]) * np.sign(ret_t[a] - ret_t[b]) > 0)[strict].mean()
     assert acc > 0.8
+
+
+@pytest.mark.parametrize("validation", ["oob", "shared"])
+def test_a_fit_trains_only_on_the_masked_comparisons(validation: str) -> None:
+    """``train_mask``: the comparisons left out do not move the weights (their labels may be anything),
+    and a mask does change what is learned."""
+    clips, comps = toy_dataset(60, 120, seed=0)
+    mask = np.zeros(len(comps), bool)
+    mask[::3] = True
+    flipped = dataclasses.replace(comps, label=np.where(mask, comps.label, 1.0 - comps.label))
+
+    def weights(c, m):
+        torch.manual_seed(0)
+        model = RewardEnsemble(TOY_SPEC, dataclasses.replace(TINY_NET, members=3))
+        RewardTrainer(model, RewardTrainConfig(validation=validation, epochs=1, val_every=1),
+                      np.random.default_rng(0)).fit(clips.model_inputs(), c, train_mask=m)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    masked = weights(comps, mask)
+    assert torch.equal(masked, weights(flipped, mask))
+    assert not torch.allclose(masked, weights(comps, None))
+    with pytest.raises(PrefrlError, match="train_mask has shape"):
+        weights(comps, mask[:-1])

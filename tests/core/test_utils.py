@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from conftest import REPO_ROOT
 
 # A reward-model fit in small: a CNN reward net on 200 stacked Atari frames, a few optimiser steps;
 # prints the page faults and system seconds of the steps after the first.
