@@ -55,10 +55,6 @@ class CNNOptions:
     """Dropout after each convolution; None takes the config's `dropout` (paper: 0.5)."""
     channels_last: bool | None = None
     """Observation layout: None guesses (H, W, C) when the last dim is the smallest, else (C, H, W)."""
-    crop: tuple[int, int, int, int] = (0, 0, 0, 0)
-    """Pixels cut from the (top, bottom, left, right) edges of each observation before the first
-    convolution: an Atari HUD band the observation blanks carries nothing, and leaving it out spares
-    its share of every convolution (``pong-quick``: the 9 blanked top rows of 84)."""
     precision: str = "float32"
     """Arithmetic of the convolutions: "float32", or "bfloat16" (mixed precision: weights, the head,
     rewards and gradients of the weights stay float32; frames go to bfloat16 straight from uint8, which
@@ -74,8 +70,6 @@ class CNNOptions:
             )
         if self.conv_dropout is not None and not 0.0 <= self.conv_dropout < 1.0:
             raise PrefrlError(f"cnn options: `conv_dropout` must be in [0, 1), got {self.conv_dropout}")
-        if len(self.crop) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in self.crop):
-            raise PrefrlError(f"cnn options: `crop` is [top, bottom, left, right], whole pixels >= 0, got {list(self.crop)}")
         if self.precision not in PRECISIONS:
             close = difflib.get_close_matches(str(self.precision), list(PRECISIONS), n=1)
             hint = f"; did you mean `{close[0]}`?" if close else ""
@@ -139,10 +133,6 @@ class CNNRewardNet(nn.Module):
         self.spec = spec
         self.use_actions = cfg.use_actions
         c, h, w, self.channels_last = _layout(tuple(spec.obs_shape), opts.channels_last)
-        top, bottom, left, right = self.crop = opts.crop
-        if top + bottom >= h or left + right >= w:
-            raise PrefrlError(f"cnn options: `crop` {list(opts.crop)} leaves nothing of {h}x{w} observations")
-        h, w = h - top - bottom, w - left - right
         self.scale = 1.0 / 255.0 if spec.obs_dtype == "uint8" else 1.0
         self.compute_dtype = PRECISIONS[opts.precision]
         if self.compute_dtype == torch.bfloat16 and not cpu_has_native_bf16():
@@ -196,7 +186,7 @@ class CNNRewardNet(nn.Module):
             return None
         shapes = [[tuple(p.shape) for p in net.parameters()] for net in members]
         same = all(s == shapes[0] for s in shapes) and all(
-            (net.use_actions, net.channels_last, net.scale, net.crop) == (first.use_actions, first.channels_last, first.scale, first.crop)
+            (net.use_actions, net.channels_last, net.scale) == (first.use_actions, first.channels_last, first.scale)
             for net in members)
         return FusedCNNMembers(members) if same else None
 
@@ -229,7 +219,11 @@ class CNNRewardNet(nn.Module):
 
     def _conv_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, *obs_shape) frames -> (N, F) flattened convolution features."""
-        x = _image_view(frames, self.channels_last, self.crop)
+        x = frames
+        if x.dim() == 3:
+            x = x.unsqueeze(1)  # (N, 1, H, W)
+        elif self.channels_last:
+            x = x.permute(0, 3, 1, 2)  # (N, C, H, W) view of NHWC memory
         first = self.conv[0]
         weight = first.weight * self.scale if self.scale != 1.0 else first.weight
         y = _FrameConv.apply(x, weight, first.bias, first.stride, first.padding, self.INPUT_CHUNK, self.compute_dtype)
@@ -258,7 +252,7 @@ class FusedCNNMembers:
     def __init__(self, members: list[CNNRewardNet]):
         first = members[0]
         self.m = len(members)
-        self.spec, self.use_actions, self.channels_last, self.crop = first.spec, first.use_actions, first.channels_last, first.crop
+        self.spec, self.use_actions, self.channels_last = first.spec, first.use_actions, first.channels_last
         self.convs: list[tuple[torch.Tensor, torch.Tensor, tuple, tuple, int]] = []  # weight, bias, stride, padding, groups
         layers = [[mod for mod in net.conv if isinstance(mod, (nn.Conv2d, nn.BatchNorm2d))] for net in members]
         with torch.no_grad():
@@ -297,7 +291,12 @@ class FusedCNNMembers:
         return out.reshape(b, t, self.m)
 
     def _rewards(self, frames: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
-        x = _to_float_nhwc(_image_view(frames, self.channels_last, self.crop), torch.float32)
+        x = frames
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        elif self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        x = x.contiguous(memory_format=torch.channels_last).float()
         for w, bias, stride, padding, groups in self.convs:
             x = F.leaky_relu(F.conv2d(x, w, bias, stride, padding, 1, groups), 0.01)
         h = x.reshape(len(x), self.m, -1).transpose(0, 1)  # (M, N, F): each member's flattened (C, H, W) features
@@ -310,33 +309,11 @@ class FusedCNNMembers:
         return h[..., 0].T  # (N, M)
 
 
-def _image_view(frames: torch.Tensor, channels_last: bool, crop: tuple[int, int, int, int]) -> torch.Tensor:
-    """(N, C, H, W) view of (N, H, W), (N, C, H, W) or (N, H, W, C) frames, ``crop`` cut from its edges."""
-    x = frames
-    if x.dim() == 3:
-        x = x.unsqueeze(1)  # (N, 1, H, W)
-    elif channels_last:
-        x = x.permute(0, 3, 1, 2)  # (N, C, H, W) view of NHWC memory
-    top, bottom, left, right = crop
-    if any(crop):
-        x = x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
-    return x
-
-
-def _to_float_nhwc(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A copy of (N, C, H, W) frames in ``dtype`` with NHWC memory (faster convolutions on CPU): one
-    conversion when the channels are innermost in memory (the store's layout, cropped or not), else
-    the frames are laid out NHWC first (as uint8: the transposition is cheaper on bytes)."""
-    if x.dim() == 4 and x.shape[1] > 1 and x.stride(1) != 1:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = x.to(dtype)  # keeps dense strides: NHWC in, NHWC out
-    return y if y.is_contiguous(memory_format=torch.channels_last) else y.contiguous(memory_format=torch.channels_last)
-
-
 def _float_chunks(x: torch.Tensor, chunk: int, dtype: torch.dtype) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, NHWC-layout copy in ``dtype``) of ``chunk`` frames at a time of uint8 (or float) frames."""
     for s in range(0, len(x), chunk):
-        yield s, _to_float_nhwc(x[s : s + chunk], dtype)
+        # NHWC memory layout (made on the uint8 frames, before the float copy): faster convolutions on CPU
+        yield s, x[s : s + chunk].contiguous(memory_format=torch.channels_last).to(dtype)
 
 
 class _FrameConv(torch.autograd.Function):

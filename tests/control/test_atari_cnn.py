@@ -3,8 +3,6 @@ uint8 frames kept for the backward pass; the same outputs and gradients as plain
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -96,10 +94,9 @@ def test_bfloat16_on_a_cpu_without_native_support_warns(monkeypatch: pytest.Monk
     cnn._warn_emulated_bf16.cache_clear()
 
 
-@pytest.mark.parametrize("layout, use_actions, batch_norm, crop", [
-    ((4, 42, 42), False, True, [0, 0, 0, 0]), ((42, 42, 4), True, True, [0, 0, 0, 0]), ((42, 42), False, False, [0, 0, 0, 0]),
-    ((42, 42, 4), False, True, [5, 2, 1, 3])])
-def test_fused_members_score_as_the_members_do_and_follow_weight_changes(layout, use_actions, batch_norm, crop):
+@pytest.mark.parametrize("layout, use_actions, batch_norm", [
+    ((4, 42, 42), False, True), ((42, 42, 4), True, True), ((42, 42), False, False)])
+def test_fused_members_score_as_the_members_do_and_follow_weight_changes(layout, use_actions, batch_norm):
     """Scoring (``RewardEnsemble.scoring_forward``) runs the CNN members as one fused net: the same raw
     rewards as each member's eval forward pass, rebuilt after an optimiser step or a load; bfloat16
     members are not fused."""
@@ -109,7 +106,7 @@ def test_fused_members_score_as_the_members_do_and_follow_weight_changes(layout,
     torch.manual_seed(0)
     spec = InputSpec(obs_shape=layout, act_shape=(), act_n=6, obs_dtype="uint8")
     cfg = RewardModelConfig(kind="cnn", hidden=(16, 8), use_actions=use_actions, dropout=0.0, members=3,
-                            options={"batch_norm": batch_norm, "kernels": [6, 3], "strides": [3, 1], "channels": [8, 8], "crop": crop})
+                            options={"batch_norm": batch_norm, "kernels": [6, 3], "strides": [3, 1], "channels": [8, 8]})
     ens = RewardEnsemble(spec, cfg)
     batch = {"obs": torch.randint(0, 255, (5, 30, *layout), dtype=torch.uint8), "acts": torch.randint(0, 6, (5, 30))}
     opt = torch.optim.SGD(ens.parameters(), lr=0.05)
@@ -136,39 +133,3 @@ def test_fused_members_score_as_the_members_do_and_follow_weight_changes(layout,
     with bf16.evaluating():
         bf16.scoring_forward(batch)
     assert bf16._scorer[1] is None
-
-
-@pytest.mark.parametrize("layout", ["chw", "hwc"])
-def test_a_cropped_net_is_the_same_net_on_the_cropped_frames_and_never_reads_the_band(layout):
-    """``crop``: rewards and gradients equal those of a net built for frames with the band already cut
-    away (same weights), and the cut pixels change nothing."""
-    torch.manual_seed(0)
-    full, cut = ((4, 42, 40), (4, 33, 37)) if layout == "chw" else ((42, 40, 4), (33, 37, 4))
-    opts = {"kernels": [6, 3], "strides": [3, 1], "channels": [8, 8]}
-    cfg = RewardModelConfig(kind="cnn", hidden=(16,), use_actions=False, dropout=0.0, options={**opts, "crop": [7, 2, 1, 2]})
-    cropped = build_reward_net(cfg, InputSpec(obs_shape=full, act_shape=(), act_n=6, obs_dtype="uint8"))
-    plain = build_reward_net(RewardModelConfig(kind="cnn", hidden=(16,), use_actions=False, dropout=0.0, options=opts),
-                             InputSpec(obs_shape=cut, act_shape=(), act_n=6, obs_dtype="uint8"))
-    plain.load_state_dict(cropped.state_dict())
-    obs = torch.randint(0, 255, (3, 5, *full), dtype=torch.uint8)
-    inner = obs[:, :, :, 7:40, 1:38] if layout == "chw" else obs[:, :, 7:40, 1:38, :]
-    acts = torch.zeros(3, 5)
-    a, b = cropped({"obs": obs, "acts": acts}), plain({"obs": inner.contiguous(), "acts": acts})
-    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    a.pow(2).sum().backward()
-    b.pow(2).sum().backward()
-    for pa, pb in zip(cropped.parameters(), plain.parameters()):
-        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-4, atol=1e-5)
-    band = obs.clone()
-    if layout == "chw":
-        band[:, :, :, :7] = 0
-        band[:, :, :, :, 38:] = 255
-    else:
-        band[:, :, :7] = 0
-        band[:, :, :, 38:] = 255
-    cropped.eval()
-    torch.testing.assert_close(cropped({"obs": band, "acts": acts}), cropped({"obs": obs, "acts": acts}))
-    for bad, match in (([1, 2, 3], "crop"), ([40, 2, 0, 0], "leaves nothing"), ([-1, 0, 0, 0], "crop")):
-        with pytest.raises(PrefrlError, match=match):
-            build_reward_net(dataclasses.replace(cfg, options={**opts, "crop": bad}),
-                             InputSpec(obs_shape=full, act_shape=(), act_n=6, obs_dtype="uint8"))
