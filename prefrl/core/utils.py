@@ -27,8 +27,10 @@ def set_torch_threads(n: int | None = None) -> int:
 
 MALLOC_MMAP_THRESHOLD = 32 << 20
 """Bytes: blocks this large or larger come from mmap (glibc's largest setting; its default slides from 128 KB)."""
-MALLOC_TRIM_THRESHOLD = 256 << 20
-"""Bytes of free memory the heap keeps at its top before giving any back to the kernel."""
+MALLOC_TRIM_THRESHOLD = 128 << 20
+"""Bytes of free memory the heap keeps at its top before giving any back to the kernel. 128 MiB keeps
+a refit's minibatch buffers (as few page faults as 256 MiB on ``pong-quick``) and holds the early peak
+RSS of ``pong-500k``'s learned arm within ~20 MB of glibc's defaults; 256 MiB added ~90 MB there."""
 
 _malloc_tuned: bool | None = None
 
@@ -42,7 +44,7 @@ def tune_malloc() -> bool:
     buffers in again: on ``pong-quick``'s CNN, 37 of 249 µs per training frame were system time
     (197 µs in all with this setting), and the whole learned-reward run of
     ``scripts/bench_atari.py --overhead`` took 118 s instead of 148 s (the true-reward arm 77 s
-    instead of 90 s). Peak RSS rose by 3-8% in those runs.
+    instead of 90 s). Peak RSS rose by 3-8% in those runs (trim threshold 256 MiB; now 128 MiB, below).
 
     Sets ``M_MMAP_THRESHOLD`` to ``MALLOC_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` to
     ``MALLOC_TRIM_THRESHOLD`` once per process. Nothing is changed where the C library is not
