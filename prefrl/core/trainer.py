@@ -307,6 +307,8 @@ class RewardTrainer:
         mask = val_mask(len(comps_all), self.cfg.val_fraction, self.cfg.split_seed)
         labeled = ~np.isnan(comps_all.label)
         train = comps_all[mask.__invert__() & labeled & (True if train_mask is None else train_mask)]
+        if len(train) == 0 and train_mask is not None:  # the mask kept only held-out ones: train on all
+            train = comps_all[mask.__invert__() & labeled]
         val = comps_all[mask & labeled]
         if len(train) == 0:
             if len(val) == 0:
