@@ -219,11 +219,7 @@ class CNNRewardNet(nn.Module):
 
     def _conv_features(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, *obs_shape) frames -> (N, F) flattened convolution features."""
-        x = frames
-        if x.dim() == 3:
-            x = x.unsqueeze(1)  # (N, 1, H, W)
-        elif self.channels_last:
-            x = x.permute(0, 3, 1, 2)  # (N, C, H, W) view of NHWC memory
+        x = _nchw_view(frames, self.channels_last)
         first = self.conv[0]
         weight = first.weight * self.scale if self.scale != 1.0 else first.weight
         y = _FrameConv.apply(x, weight, first.bias, first.stride, first.padding, self.INPUT_CHUNK, self.compute_dtype)
@@ -291,12 +287,7 @@ class FusedCNNMembers:
         return out.reshape(b, t, self.m)
 
     def _rewards(self, frames: torch.Tensor, acts: torch.Tensor | None) -> torch.Tensor:
-        x = frames
-        if x.dim() == 3:
-            x = x.unsqueeze(1)
-        elif self.channels_last:
-            x = x.permute(0, 3, 1, 2)
-        x = x.contiguous(memory_format=torch.channels_last).float()
+        x = _to_float_nhwc(_nchw_view(frames, self.channels_last), torch.float32)
         for w, bias, stride, padding, groups in self.convs:
             x = F.leaky_relu(F.conv2d(x, w, bias, stride, padding, 1, groups), 0.01)
         h = x.reshape(len(x), self.m, -1).transpose(0, 1)  # (M, N, F): each member's flattened (C, H, W) features
@@ -309,11 +300,23 @@ class FusedCNNMembers:
         return h[..., 0].T  # (N, M)
 
 
+def _nchw_view(frames: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """(N, C, H, W) view of (N, H, W), (N, C, H, W) or, with ``channels_last``, (N, H, W, C) frames."""
+    if frames.dim() == 3:
+        return frames.unsqueeze(1)  # (N, 1, H, W)
+    return frames.permute(0, 3, 1, 2) if channels_last else frames  # a view of NHWC memory, or as it is
+
+
+def _to_float_nhwc(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A copy of (N, C, H, W) frames in ``dtype`` with NHWC memory (faster convolutions on CPU), laid out
+    on the uint8 frames before the float copy (a no-op where they already are, as the store builds them)."""
+    return x.contiguous(memory_format=torch.channels_last).to(dtype)
+
+
 def _float_chunks(x: torch.Tensor, chunk: int, dtype: torch.dtype) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, NHWC-layout copy in ``dtype``) of ``chunk`` frames at a time of uint8 (or float) frames."""
     for s in range(0, len(x), chunk):
-        # NHWC memory layout (made on the uint8 frames, before the float copy): faster convolutions on CPU
-        yield s, x[s : s + chunk].contiguous(memory_format=torch.channels_last).to(dtype)
+        yield s, _to_float_nhwc(x[s : s + chunk], dtype)
 
 
 class _FrameConv(torch.autograd.Function):
