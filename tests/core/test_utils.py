@@ -8,12 +8,13 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
 
 # A reward-model fit in small: a CNN reward net on 200 stacked Atari frames, a few optimiser steps;
-# prints the page faults and system seconds of the steps after the first.
+# prints the page faults of each step after the first.
 FIT_STEPS = """
 import json, resource, sys, torch
 from prefrl.core.utils import tune_malloc
@@ -28,11 +29,12 @@ x = torch.randint(0, 255, (8, 25, 4, 84, 84), dtype=torch.uint8)
 def step():
     opt.zero_grad(); net({"obs": x, "acts": torch.zeros(8, 25)}).sum().backward(); opt.step()
 step()
-r0 = resource.getrusage(resource.RUSAGE_SELF)
-for _ in range(4):
+faults = []
+for _ in range(6):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-r1 = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"tuned": tuned, "faults": r1.ru_minflt - r0.ru_minflt}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"tuned": tuned, "faults": faults}))
 """
 
 
@@ -48,8 +50,11 @@ def test_tuned_malloc_stops_refit_steps_faulting_their_buffers_in_again():
     tuned = _fit_steps()
     default = _fit_steps(PREFRL_MALLOC="default")
     assert tuned["tuned"] is True and default["tuned"] is False
-    # measured: ~4,500 against ~48,000 page faults for these 4 steps
-    assert tuned["faults"] * 4 < default["faults"], (tuned, default)
+    # Measured per step: tuned, ~2,000 in the first one or two steps while the heap grows, then 0-1;
+    # glibc's defaults, 1,600-11,000 in every step. The medians compare the steady state; the totals
+    # this compared before spread 8-60x apart run to run (the tuned run's growth steps vary) and most
+    # likely failed one suite run on a busy host.
+    assert np.median(tuned["faults"]) * 4 < np.median(default["faults"]), (tuned, default)
 
 
 def test_tune_malloc_leaves_glibc_alone_when_the_user_set_it():
