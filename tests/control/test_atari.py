@@ -207,7 +207,17 @@ def test_cnn_ensemble_ranks_held_out_pong_pairs(rng: np.random.Generator, precis
 
 
 def test_env_id_resolves_to_the_main_preset():
-    assert load_task("ALE/Pong-v5").name == "pong"  # not pong-quick
+    assert load_task("ALE/Pong-v5").name == "pong"  # not pong-quick or pong-500k
+    assert load_task("ALE/Breakout-v5").name == "breakout"  # not breakout-500k
+
+
+def test_breakout_500k_is_pong_500k_on_breakout():
+    pong, breakout = load_task("pong-500k"), load_task("breakout-500k")
+    assert breakout.env.id == "ALE/Breakout-v5" and game_name(breakout.env.id) in HUD_MASKS
+    assert dataclasses.replace(breakout.env, id=pong.env.id) == pong.env
+    for part in ("prefs", "reward_model", "reward_train", "ppo"):
+        assert getattr(breakout, part) == getattr(pong, part), part
+    assert breakout.steps == pong.steps == 500_000
 
 
 def test_atari_label_schedule_starts_with_500_random_policy_labels():
