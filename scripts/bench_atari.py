@@ -266,16 +266,22 @@ def random_score(cfg, games: int, seed: int) -> dict:
     return {"games": games, "mean": float(np.mean(scores)), "std": float(np.std(scores))}
 
 
-def event_pricing(ens, clips) -> dict:
-    """The final reward model's per-step reward (normalised as the agent got it) at steps where a point
-    was lost (true reward < 0), won (> 0) and elsewhere, in units of its per-step std over these clips:
-    what the agent was actually paid for each event."""
+def step_rewards(ens, clips) -> tuple[np.ndarray, np.ndarray]:
+    """(N*T,) the reward model's per-step reward of every step of (N, T) clips, normalised as the agent
+    got it (256 steps at a time), and (N*T, *obs_shape) the steps' observations."""
     n, t = clips.true_rew.shape
     inputs = clips.model_inputs()
     fn = ens.step_fn()
     obs = inputs["obs"].reshape(n * t, *inputs["obs"].shape[2:])
     acts = inputs["acts"].reshape(n * t, *inputs["acts"].shape[2:])
-    r = np.concatenate([fn(obs[s : s + 256], acts[s : s + 256]) for s in range(0, len(obs), 256)])
+    return np.concatenate([fn(obs[s : s + 256], acts[s : s + 256]) for s in range(0, len(obs), 256)]), obs
+
+
+def event_pricing(ens, clips) -> dict:
+    """The final reward model's per-step reward (normalised as the agent got it) at steps where a point
+    was lost (true reward < 0), won (> 0) and elsewhere, in units of its per-step std over these clips:
+    what the agent was actually paid for each event."""
+    r, _ = step_rewards(ens, clips)
     true = clips.true_rew.reshape(-1)
     sd = float(r.std()) or 1.0
     out = {"steps": int(len(r)), "reward_std": sd}

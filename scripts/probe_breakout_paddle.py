@@ -44,7 +44,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write the table here (markdown)")
     args = ap.parse_args()
 
-    from bench_atari import _load_run, collect_clips
+    from bench_atari import _load_run, collect_clips, step_rewards
+
     from prefrl.core.rundir import RunDir
     from prefrl.core.types import PrefrlError
 
@@ -54,20 +55,15 @@ def main() -> None:
         raise PrefrlError(f"{args.run}: no reward model (a true-reward run?)")
     if "Breakout" not in cfg.task.env.id:
         raise PrefrlError(f"{args.run}: env {cfg.task.env.id}; this probe reads Breakout's paddle rows")
-    step_reward = ens.step_fn()
-    lines = [f"Per-step learned reward of `{args.run.name}` (`scripts/probe_breakout_paddle.py`, {args.clips} clips of "
-             f"{length} steps per policy, seed {args.seed}), in units of its per-step std over all those steps:", "",
+    lines = [(f"Per-step learned reward of `{args.run.name}` (`scripts/probe_breakout_paddle.py`, {args.clips} clips of "
+              f"{length} steps per policy, seed {args.seed}), in units of its per-step std over all those steps:"), "",
              "| policy | steps without a hit: paddle left third | middle | right third | at hits | std across clips of the no-hit steps' summed reward |",
              "|---|---|---|---|---|---|"]
     scored = []  # (name, per-step reward, true reward, paddle column, clips, steps)
     for name, policy in (("random", None), ("learned-reward agent", model)):
         clips, _ = collect_clips(cfg, policy, args.clips, length, args.seed)
-        inputs = clips.model_inputs()
-        n, t = clips.true_rew.shape
-        obs = inputs["obs"].reshape(n * t, *inputs["obs"].shape[2:])
-        acts = inputs["acts"].reshape(n * t, *inputs["acts"].shape[2:])
-        r = np.concatenate([step_reward(obs[s : s + 256], acts[s : s + 256]) for s in range(0, len(obs), 256)])
-        scored.append((name, r, clips.true_rew.reshape(-1), paddle_x(obs[:, -1]), n, t))
+        r, obs = step_rewards(ens, clips)
+        scored.append((name, r, clips.true_rew.reshape(-1), paddle_x(obs[:, -1]), *clips.true_rew.shape))
     sd = float(np.concatenate([s[1] for s in scored]).std()) or 1.0  # one unit for both policies
     for name, r, true, x, n, t in scored:
         cells = []
